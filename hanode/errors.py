@@ -1,0 +1,72 @@
+"""Typed errors and the exit codes they map to.
+
+Every error carries a one-line message naming the cause and, where there is one, a
+hint naming the fix. The CLI prints ``hanode: <message> (<hint>)`` and exits with the
+error's code; tracebacks only with --debug.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """Exit codes of start/stop/check (status has its own, see StatusExit)."""
+
+    OK = 0
+    FAILED = 1  # failed, node left safe (a start rolled back)
+    USAGE = 2  # usage or config error, nothing touched
+    REFUSED = 4  # refused for safety, nothing touched
+
+
+class StatusExit(IntEnum):
+    """Exit codes of ``hanode status``."""
+
+    ALL_UP = 0
+    PARTLY_UP = 1
+    ALL_DOWN = 3
+    UNKNOWN = 4
+
+
+class HanodeError(Exception):
+    """Base of every error hanode reports to the admin."""
+
+    code: Exit = Exit.FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class ConfigError(HanodeError):
+    """The configuration file is missing, unreadable, unsafe or invalid."""
+
+    code = Exit.USAGE
+
+
+class UsageError(HanodeError):
+    """The command line asks for something that cannot be done."""
+
+    code = Exit.USAGE
+
+
+class StepFailed(HanodeError):
+    """A resource could not reach the wanted state; the node was left safe."""
+
+    code = Exit.FAILED
+
+
+class Refused(HanodeError):
+    """An action was refused because it could lose data or split the cluster."""
+
+    code = Exit.REFUSED
+
+
+class LockHeld(Refused):
+    """Another hanode process holds the lock."""
