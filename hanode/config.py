@@ -198,7 +198,11 @@ class _Locator:
         for start, line in enumerate(self.lines):
             if header.match(line):
                 end = next(
-                    (n for n in range(start + 1, len(self.lines)) if any_header.match(self.lines[n])),
+                    (
+                        n
+                        for n in range(start + 1, len(self.lines))
+                        if any_header.match(self.lines[n])
+                    ),
                     len(self.lines),
                 )
                 return start, end
@@ -423,11 +427,11 @@ def _links(section: _Section, filesystem: FilesystemConfig | None) -> LinksConfi
     links: list[Link] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
-        where = f"links[{index}]"
-
-        def error(message: str, hint: str | None = None, value: str | None = None) -> ConfigError:
+        def error(
+            message: str, hint: str | None = None, value: str | None = None, index: int = index
+        ) -> ConfigError:
             line = section.lines.at(section.name, "links", value)
-            return ConfigError(f"{line}: [links] {where}: {message}", hint)
+            return ConfigError(f"{line}: [links] links[{index}]: {message}", hint)
 
         if not isinstance(entry, dict):
             raise error(f"expected a table {{ path = ..., target = ... }}, got {_describe(entry)}")
@@ -475,9 +479,14 @@ def _address(section: _Section) -> AddressConfig | None:
         raise section.error("ip", f"not an IP address with prefix: {err}") from None
     if ip.ip.is_multicast or ip.ip.is_unspecified or ip.ip.is_loopback:
         raise section.error("ip", f"{ip.ip} cannot be a floating address")
-    if ip.version == 4 and ip.network.prefixlen < 31 and ip.ip in (
-        ip.network.network_address,
-        ip.network.broadcast_address,
+    if (
+        ip.version == 4
+        and ip.network.prefixlen < 31
+        and ip.ip
+        in (
+            ip.network.network_address,
+            ip.network.broadcast_address,
+        )
     ):
         raise section.error("ip", f"{ip.ip} is the network or broadcast address of {ip.network}")
     interface = section.string("interface")
@@ -490,7 +499,8 @@ def _address(section: _Section) -> AddressConfig | None:
         )
     if not label.startswith(interface):
         raise section.error(
-            "label", f"{label!r} must start with the interface name {interface!r}",
+            "label",
+            f"{label!r} must start with the interface name {interface!r}",
             f'e.g. "{interface}:1"',
         )
     config = AddressConfig(

@@ -7,6 +7,7 @@ and on failure a typed error carrying the argv, the exit status and the tail of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -117,12 +118,12 @@ def run(
     if stderr.strip():
         log.debug("  stderr: %s", stderr.rstrip())
     if check and proc.returncode != 0:
-        raise CommandError(argv, proc.returncode, stderr, f"failed with exit status {proc.returncode}")
+        raise CommandError(
+            argv, proc.returncode, stderr, f"failed with exit status {proc.returncode}"
+        )
     return result
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

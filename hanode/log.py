@@ -1,0 +1,155 @@
+"""Logging: the journal with structured HANODE_* fields, and a readable console.
+
+Every step outcome is one journal entry carrying HANODE_STEP, HANODE_ACTION,
+HANODE_RESULT and HANODE_SECONDS, so `journalctl HANODE_STEP=drbd` finds them, and one
+console line. Something that waits for seconds shows a live progress line on a terminal
+(elapsed seconds and what it waits for), and a line every few seconds otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from hanode.resources import ProgressLine
+
+log = logging.getLogger("hanode")
+
+_JOURNAL_SOCKET = "/run/systemd/journal/socket"
+_QUIET_REPEAT = 5.0  # seconds between progress lines when not on a terminal
+_SPINNER_DELAY = 1.0  # a wait shorter than this shows nothing
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"hanode: error: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"hanode: warning: {message}"
+        if record.levelno <= logging.DEBUG:
+            return f"  {message}"
+        return message
+
+
+def setup(*, debug: bool = False, quiet: bool = False, stream: TextIO | None = None) -> None:
+    """Send hanode's log to the console (stderr) and, when there is one, the journal."""
+    root = logging.getLogger("hanode")
+    root.handlers.clear()
+    root.setLevel(logging.DEBUG)
+    root.propagate = False
+    console = logging.StreamHandler(stream or sys.stderr)
+    console.setFormatter(_ConsoleFormatter())
+    console.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    root.addHandler(console)
+    journal = _journal_handler()
+    if journal is not None:
+        root.addHandler(journal)
+
+
+def _journal_handler() -> logging.Handler | None:
+    if os.environ.get("HANODE_NO_JOURNAL") or not os.path.exists(_JOURNAL_SOCKET):
+        return None
+    try:
+        from systemd.journal import JournalHandler
+    except ImportError:
+        return None
+    handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="hanode")
+    handler.setLevel(logging.INFO)
+    return handler
+
+
+def step_event(step: str, action: str, result: str, seconds: float, message: str) -> None:
+    """Log one step outcome: a console line and a journal entry with HANODE_* fields."""
+    level = (
+        logging.ERROR
+        if result in ("failed",)
+        else logging.WARNING
+        if result
+        in (
+            "refused",
+            "rollback-failed",
+        )
+        else logging.INFO
+    )
+    line = f"{step:<11} {action:<9} {result:<12} {seconds:6.2f}s"
+    if message:
+        line += f"  {message}"
+    log.log(
+        level,
+        "%s",
+        line,
+        extra={
+            "HANODE_STEP": step,
+            "HANODE_ACTION": action,
+            "HANODE_RESULT": result,
+            "HANODE_SECONDS": f"{seconds:.3f}",
+        },
+    )
+
+
+class _Progress:
+    """A live line: `label: text  12s`, redrawn on a terminal, repeated otherwise."""
+
+    def __init__(self, label: str, stream: TextIO) -> None:
+        self.label = label
+        self.stream = stream
+        self.text = ""
+        self.started = time.monotonic()
+        self.tty = stream.isatty()
+        self.last_printed = 0.0
+        self.drawn = False
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def update(self, text: str) -> None:
+        with self.lock:
+            self.text = text
+        if not self.tty:
+            now = time.monotonic()
+            if now - self.started >= _SPINNER_DELAY and now - self.last_printed >= _QUIET_REPEAT:
+                self.last_printed = now
+                elapsed = now - self.started
+                log.info("  %s: %s (%.0fs)", self.label, text, elapsed)
+
+    def _spin(self) -> None:
+        for frame in itertools.cycle("|/-\\"):
+            if self.stop.wait(0.2):
+                return
+            elapsed = time.monotonic() - self.started
+            if elapsed < _SPINNER_DELAY:
+                continue
+            with self.lock:
+                line = f"\r\033[K{frame} {self.label}: {self.text}  {elapsed:.0f}s"
+            self.stream.write(line)
+            self.stream.flush()
+            self.drawn = True
+
+    def __enter__(self) -> ProgressLine:
+        if self.tty:
+            self.thread = threading.Thread(target=self._spin, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+@contextmanager
+def progress(label: str) -> Iterator[ProgressLine]:
+    """A progress line for something that lasts seconds (to stderr)."""
+    with _Progress(label, sys.stderr) as line:
+        yield line
