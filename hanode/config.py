@@ -417,10 +417,9 @@ def _filesystem(section: _Section) -> FilesystemConfig | None:
 def _links(section: _Section, filesystem: FilesystemConfig | None) -> LinksConfig | None:
     if not section.present:
         return None
-    default_mountpoint = filesystem.mountpoint if filesystem else _REQUIRED
-    mountpoint = section.path("mountpoint", default_mountpoint)
-    if mountpoint is _REQUIRED:
+    if filesystem is None and "mountpoint" not in section.raw:
         raise section.error(None, "missing mountpoint (no [filesystem] section to take it from)")
+    mountpoint = section.path("mountpoint", filesystem.mountpoint if filesystem else _REQUIRED)
     entries = section.get("links", list)
     if not entries:
         raise section.error("links", "must list at least one link")
