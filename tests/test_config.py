@@ -137,7 +137,8 @@ def test_sections_are_optional() -> None:
             "[filesystem] fsck: expected one of",
         ),
         (
-            '[links]\nmountpoint = "/srv"\nlinks = [\n  { path = "/etc/apache2", target = "/srv/a" },\n'
+            '[links]\nmountpoint = "/srv"\nlinks = [\n'
+            '  { path = "/etc/apache2", target = "/srv/a" },\n'
             '  { path = "/var/www", target = "/var/www-real" },\n]\n',
             "hanode.toml:5: [links] links[1]: target /var/www-real is outside the mountpoint /srv",
         ),
