@@ -46,22 +46,30 @@ def protected_pids() -> set[int]:
     return pids
 
 
-def find_holders(devices: set[int], *, exclude_pids: set[int] | None = None) -> list[Holder]:
-    """Every process holding a file or the block device of one of ``devices``, by pid.
+def find_holders(
+    devices: set[int],
+    *,
+    exclude_pids: set[int] | None = None,
+    include_device_nodes: bool = True,
+) -> list[Holder]:
+    """Every process holding a file on, or the block device of, one of ``devices``.
 
     ``devices`` are device numbers: the st_dev of files on a mounted filesystem, which is
-    the st_rdev of its block device. hanode itself and its ancestors are always excluded,
-    as is every pid in ``exclude_pids``. Processes that vanish during the walk are skipped.
+    the st_rdev of its block device. Processes in ``exclude_pids`` are left out; by
+    default (None) that is hanode itself and its ancestors, which must never be killed.
+    With ``include_device_nodes`` false, an fd on the block device node itself does not
+    count (it does not keep the filesystem busy). Processes that vanish during the walk
+    are skipped. The result is ordered by pid.
     """
     if not devices:
         return []
-    excluded = protected_pids() | (exclude_pids or set())
+    excluded = protected_pids() if exclude_pids is None else exclude_pids
     map_devices = _map_device_fields(devices)
     holders: list[Holder] = []
     for pid in _pids():
         if pid in excluded:
             continue
-        reasons = _reasons(pid, devices, map_devices)
+        reasons = _reasons(pid, devices, map_devices, include_device_nodes)
         if reasons:
             holders.append(Holder(pid, _name(pid), tuple(reasons)))
     return holders
@@ -79,29 +87,29 @@ def _name(pid: int) -> str:
         return "?"  # vanished: the pid is still worth reporting
 
 
-def _on_devices(st: os.stat_result, devices: set[int]) -> bool:
+def _on_devices(st: os.stat_result, devices: set[int], device_nodes: bool) -> bool:
     if st.st_dev in devices:
         return True
     # an fd on the block device node itself (e.g. a tool holding /dev/drbd1 open)
-    return stat.S_ISBLK(st.st_mode) and st.st_rdev in devices
+    return device_nodes and stat.S_ISBLK(st.st_mode) and st.st_rdev in devices
 
 
-def _reasons(pid: int, devices: set[int], map_devices: set[str]) -> list[str]:
+def _reasons(pid: int, devices: set[int], map_devices: set[str], device_nodes: bool) -> list[str]:
     base = f"{_PROC}/{pid}"
     reasons: list[str] = []
     for link in ("cwd", "root", "exe"):
         try:
             # stat() of a /proc magic link reaches the inode directly, even if deleted
-            if _on_devices(os.stat(f"{base}/{link}"), devices):
+            if _on_devices(os.stat(f"{base}/{link}"), devices, device_nodes=False):
                 reasons.append(link)
         except _VANISHED:
             continue  # gone, a kernel thread (no exe), or not ours to read
-    reasons.extend(_fd_reasons(base, devices))
+    reasons.extend(_fd_reasons(base, devices, device_nodes))
     reasons.extend(_map_reasons(base, map_devices))
     return reasons
 
 
-def _fd_reasons(base: str, devices: set[int]) -> list[str]:
+def _fd_reasons(base: str, devices: set[int], device_nodes: bool) -> list[str]:
     try:
         fds = os.listdir(f"{base}/fd")
     except _VANISHED:
@@ -110,7 +118,7 @@ def _fd_reasons(base: str, devices: set[int]) -> list[str]:
     for fd in sorted(fds, key=int):
         link = f"{base}/fd/{fd}"
         try:
-            if not _on_devices(os.stat(link), devices):
+            if not _on_devices(os.stat(link), devices, device_nodes):
                 continue
             target = os.readlink(link)
         except _VANISHED:

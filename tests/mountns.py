@@ -1,0 +1,155 @@
+"""Test helpers: ext4 loop devices and a private mount namespace per scenario.
+
+A scenario runs in a forked child that first unshares its mount namespace and makes
+every mount private, so whatever it mounts never reaches the host; when the child exits
+its namespace (and every mount in it) goes away with it. The loop device is made and
+detached (`losetup -d`) by the parent, always.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+CLONE_NEWNS = 0x00020000
+
+PYTHON = "/usr/bin/python3"
+
+# mmap(2) then close(2): only the map is left (Python's mmap module would keep an fd)
+HOLD_MMAP = """
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+fd = os.open(sys.argv[1], os.O_RDONLY)
+address = libc.mmap(None, 4096, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+assert address not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+os.close(fd)
+print("ready", flush=True)
+time.sleep(1000)
+"""
+
+HOLD_ROOT = """
+import os, sys, time
+os.chroot(sys.argv[1])
+print("ready", flush=True)
+time.sleep(1000)
+"""
+
+
+def _unshare_mounts() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), "unshare(CLONE_NEWNS)")
+    # private: nothing mounted or unmounted here propagates back to the host
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+
+
+def in_mount_namespace(scenario: Callable[[], None]) -> None:
+    """Run ``scenario`` in a forked child in a new private mount namespace.
+
+    A failure in the child (assertion or any exception) fails the calling test with the
+    child's traceback.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            _unshare_mounts()
+            scenario()
+            code = 0
+        except BaseException:
+            os.write(write_end, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        pytest.fail(f"scenario failed in the mount namespace:\n{report}", pytrace=False)
+
+
+@contextmanager
+def loop_ext4(directory: Path, size_mib: int = 32) -> Iterator[str]:
+    """A fresh ext4 filesystem on a loop device; the device is detached on exit."""
+    image = directory / "fs.img"
+    with open(image, "wb") as handle:
+        handle.truncate(size_mib << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    device = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def mounted(path: str) -> bool:
+    """Whether ``path`` is a mountpoint in this process's namespace (mountinfo, exact)."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        return any(line.split(" ")[4] == path for line in handle)
+
+
+class Processes:
+    """Real processes spawned by a scenario; every one is killed and reaped at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        """Start ``argv``; with ``ready=True`` wait for it to print a line first."""
+        ready = bool(kwargs.pop("ready", False))
+        if ready:
+            kwargs["stdout"] = subprocess.PIPE
+        proc: subprocess.Popen[bytes] = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
+        self.procs.append(proc)
+        if ready:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line, f"{argv} exited before it was ready"
+        return proc
+
+    def python(self, code: str, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+        """A Python holder that prints "ready" once it holds what it should."""
+        return self.spawn([PYTHON, "-c", code, *args], ready=True, **kwargs)
+
+    def wait_gone(self, proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
+        """The exit status of ``proc`` (negative: killed by that signal)."""
+        return proc.wait(timeout)
+
+    def close(self) -> None:
+        """Kill and reap every process still running."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
