@@ -1,0 +1,359 @@
+"""A small blocking client of systemd's Manager on the system bus (jeepney).
+
+One connection per hanode action. Starting or stopping a unit is a job: we ask the bus
+for JobRemoved signals and Subscribe BEFORE StartUnit/StopUnit, so the signal of a job
+that ends at once cannot be missed, then wait, bounded, for the JobRemoved of exactly
+that job. On expiry the job is cancelled. Every call has a timeout. ``systemctl`` is not
+used. The bus address is jeepney's: $DBUS_SYSTEM_BUS_ADDRESS, else the standard socket.
+
+Written against jeepney 0.8 (Debian 12); it uses only what 0.9 (Debian 13) keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+
+from jeepney import (  # type: ignore[import]
+    DBusAddress,
+    MatchRule,
+    Message,
+    MessageType,
+    new_method_call,
+)
+from jeepney.bus_messages import message_bus  # type: ignore[import]
+from jeepney.io.blocking import DBusConnection, open_dbus_connection  # type: ignore[import]
+from jeepney.low_level import HeaderFields  # type: ignore[import]
+
+from hanode.errors import StepFailed
+
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER = "org.freedesktop.systemd1.Manager"
+UNIT = "org.freedesktop.systemd1.Unit"
+SERVICE = "org.freedesktop.systemd1.Service"
+JOB = "org.freedesktop.systemd1.Job"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+
+CALL_TIMEOUT = 10.0  # s for one method call: systemd answers in milliseconds unless stuck
+CANCEL_SETTLE = 2.0  # s to see the JobRemoved of a job we cancelled
+_TICK = 1.0  # s between progress updates while a job runs
+
+# The bus answers these when a job ended before we could cancel it.
+_GONE_JOB_ERRORS = (
+    "org.freedesktop.systemd1.NoSuchJob",
+    "org.freedesktop.DBus.Error.UnknownObject",
+    "org.freedesktop.DBus.Error.UnknownMethod",
+)
+
+
+class BusError(StepFailed):
+    """systemd could not be reached on the system bus, or a call to it failed."""
+
+    def __init__(self, message: str, hint: str | None = None, name: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.name = name  # the D-Bus error name, when the bus answered with an error
+
+
+class JobTimeout(StepFailed):
+    """A start or stop job did not finish in time; it was cancelled."""
+
+    def __init__(self, unit: str, verb: str, timeout: float) -> None:
+        super().__init__(
+            f"{unit}: {verb} did not finish within {timeout:g}s; the job was cancelled",
+            f"see `journalctl -u {unit}`, or raise [services] timeout",
+        )
+        self.unit = unit
+
+
+class ActiveState(StrEnum):
+    """A unit's ActiveState, in systemd's own words."""
+
+    ACTIVE = "active"
+    RELOADING = "reloading"
+    REFRESHING = "refreshing"  # systemd >= 255: active, refreshing mounts
+    INACTIVE = "inactive"
+    FAILED = "failed"
+    ACTIVATING = "activating"
+    DEACTIVATING = "deactivating"
+    MAINTENANCE = "maintenance"  # systemd >= 250: active, cleaning
+
+    @property
+    def is_up(self) -> bool:
+        """Running, as far as a start is concerned."""
+        return self in (ActiveState.ACTIVE, ActiveState.RELOADING, ActiveState.REFRESHING)
+
+    @property
+    def is_down(self) -> bool:
+        """Not running, as far as a stop is concerned (a failed unit runs nothing)."""
+        return self in (ActiveState.INACTIVE, ActiveState.FAILED)
+
+
+class JobResult(StrEnum):
+    """The result word of a JobRemoved signal."""
+
+    DONE = "done"
+    CANCELED = "canceled"
+    TIMEOUT = "timeout"
+    FAILED = "failed"
+    DEPENDENCY = "dependency"
+    SKIPPED = "skipped"
+    INVALID = "invalid"
+    ASSERT = "assert"
+    UNSUPPORTED = "unsupported"
+    COLLECTED = "collected"
+    ONCE = "once"
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    """What hanode needs to know of one unit (from its D-Bus properties)."""
+
+    name: str
+    load_state: str  # loaded, not-found, bad-setting, error, masked
+    active_state: ActiveState
+    sub_state: str
+    unit_file_state: str  # enabled, disabled, static, masked, enabled-runtime, ...
+    after: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()  # Requires=, Requisite=, BindsTo= together
+    wanted_by: tuple[str, ...] = ()  # WantedBy=, RequiredBy= together
+    wants: tuple[str, ...] = ()  # what starting it pulls in: Wants=, Requires=, BindsTo=
+    fragment_path: str = ""
+    load_error: str = ""
+    service_type: str = ""  # simple, oneshot, notify, ... (services only)
+    exec_start: tuple[tuple[str, ...], ...] = ()  # argv of each ExecStart= (services only)
+    active_enter_monotonic: int = 0  # µs, CLOCK_MONOTONIC of the last entry into active
+    inactive_enter_monotonic: int = 0  # µs, same for inactive
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a start or stop job ended."""
+
+    unit: str
+    job: str  # the job's object path
+    result: str  # a JobResult word (kept as text: newer systemd may add words)
+    seconds: float
+
+    @property
+    def done(self) -> bool:
+        """The job did what was asked."""
+        return self.result == JobResult.DONE
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(str(item) for item in value) if isinstance(value, list | tuple) else ()
+
+
+class Systemd:
+    """A connection to systemd's Manager; use as a context manager."""
+
+    def __init__(self, connection: Any, *, call_timeout: float = CALL_TIMEOUT) -> None:
+        self._conn: DBusConnection = connection
+        self.call_timeout = call_timeout
+        self._subscribed = False
+
+    @classmethod
+    def connect(cls, bus: str = "SYSTEM", *, timeout: float = CALL_TIMEOUT) -> Systemd:
+        """Open the system bus ($DBUS_SYSTEM_BUS_ADDRESS overrides the address)."""
+        try:
+            connection = open_dbus_connection(bus=bus, auth_timeout=timeout)
+        except (OSError, RuntimeError, ValueError, KeyError) as err:
+            raise BusError(
+                f"cannot connect to the system bus: {err}",
+                "is dbus running? (systemctl status dbus.service)",
+            ) from err
+        return cls(connection, call_timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection (systemd drops our subscription with it)."""
+        self._conn.close()
+
+    def __enter__(self) -> Systemd:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- calls ------------------------------------------------------------------------
+
+    def _send(self, message: Any, what: str, timeout: float | None = None) -> tuple[Any, ...]:
+        """Send a method call, wait (bounded) for its reply, return the reply's body."""
+        limit = self.call_timeout if timeout is None else timeout
+        try:
+            reply: Message = self._conn.send_and_get_reply(message, timeout=limit)
+        except TimeoutError as err:
+            raise BusError(f"systemd did not answer {what} within {limit:g}s") from err
+        except OSError as err:
+            raise BusError(f"lost the system bus during {what}: {err}") from err
+        if reply.header.message_type == MessageType.error:
+            name = reply.header.fields.get(HeaderFields.error_name, "?")
+            detail = reply.body[0] if reply.body else name
+            raise BusError(f"{what} failed: {detail}", name=str(name))
+        return tuple(reply.body)
+
+    def _call(
+        self,
+        path: str,
+        interface: str,
+        method: str,
+        signature: str | None = None,
+        body: tuple[Any, ...] = (),
+    ) -> tuple[Any, ...]:
+        address = DBusAddress(path, bus_name=SYSTEMD, interface=interface)
+        return self._send(new_method_call(address, method, signature, body), method)
+
+    def _properties(self, path: str, interface: str) -> dict[str, Any]:
+        (props,) = self._call(path, PROPERTIES, "GetAll", "s", (interface,))
+        # jeepney gives each variant as (signature, value).
+        return {name: value for name, (_sig, value) in props.items()}
+
+    def unit_path(self, unit: str) -> str:
+        """The object path of ``unit``, loading it if systemd has not yet (LoadUnit)."""
+        (path,) = self._call(MANAGER_PATH, MANAGER, "LoadUnit", "s", (unit,))
+        return str(path)
+
+    def unit(self, unit: str) -> UnitInfo:
+        """The state, enablement and dependencies of ``unit``."""
+        path = self.unit_path(unit)
+        props = self._properties(path, UNIT)
+        service: Mapping[str, Any] = {}
+        if unit.endswith(".service") and props.get("LoadState") == "loaded":
+            service = self._properties(path, SERVICE)
+        load_error = props.get("LoadError") or ("", "")
+        try:
+            active = ActiveState(props.get("ActiveState", ""))
+        except ValueError as err:
+            raise BusError(f"{unit}: unknown ActiveState {props.get('ActiveState')!r}") from err
+        return UnitInfo(
+            name=unit,
+            load_state=str(props.get("LoadState", "")),
+            active_state=active,
+            sub_state=str(props.get("SubState", "")),
+            unit_file_state=str(props.get("UnitFileState", "")),
+            after=_strings(props.get("After")),
+            requires=_strings(props.get("Requires"))
+            + _strings(props.get("Requisite"))
+            + _strings(props.get("BindsTo")),
+            wanted_by=_strings(props.get("WantedBy")) + _strings(props.get("RequiredBy")),
+            wants=_strings(props.get("Wants"))
+            + _strings(props.get("Requires"))
+            + _strings(props.get("BindsTo")),
+            fragment_path=str(props.get("FragmentPath", "")),
+            load_error=str(load_error[1]) if len(load_error) > 1 else "",
+            service_type=str(service.get("Type", "")),
+            exec_start=tuple(
+                tuple(str(arg) for arg in entry[1]) for entry in service.get("ExecStart", ())
+            ),
+            active_enter_monotonic=int(props.get("ActiveEnterTimestampMonotonic", 0)),
+            inactive_enter_monotonic=int(props.get("InactiveEnterTimestampMonotonic", 0)),
+        )
+
+    def units_matching(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
+        """(name, ActiveState) of the loaded units whose names match the glob patterns."""
+        (units,) = self._call(
+            MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas", ([], list(patterns))
+        )
+        return sorted((str(entry[0]), str(entry[3])) for entry in units)
+
+    def unit_files_matching(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
+        """(path, UnitFileState) of the installed unit files matching the glob patterns."""
+        (files,) = self._call(
+            MANAGER_PATH, MANAGER, "ListUnitFilesByPatterns", "asas", ([], list(patterns))
+        )
+        return sorted((str(path), str(state)) for path, state in files)
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def _subscribe(self) -> None:
+        """Have the bus route systemd's JobRemoved to us, and systemd send it."""
+        if self._subscribed:
+            return
+        # The bus-side rule may name systemd's well-known name: the bus resolves it.
+        rule = MatchRule(
+            type="signal", sender=SYSTEMD, interface=MANAGER, member="JobRemoved", path=MANAGER_PATH
+        )
+        self._send(message_bus.AddMatch(rule), "AddMatch")
+        self._call(MANAGER_PATH, MANAGER, "Subscribe")
+        self._subscribed = True
+
+    def start(
+        self, unit: str, *, timeout: float, progress: Callable[[float], None] | None = None
+    ) -> JobOutcome:
+        """StartUnit(unit, "replace") and wait for its job; cancel it on ``timeout``."""
+        return self._job("StartUnit", "start", unit, timeout, progress)
+
+    def stop(
+        self, unit: str, *, timeout: float, progress: Callable[[float], None] | None = None
+    ) -> JobOutcome:
+        """StopUnit(unit, "replace") and wait for its job; cancel it on ``timeout``."""
+        return self._job("StopUnit", "stop", unit, timeout, progress)
+
+    def _job(
+        self,
+        method: str,
+        verb: str,
+        unit: str,
+        timeout: float,
+        progress: Callable[[float], None] | None,
+    ) -> JobOutcome:
+        # Signals arrive from systemd's unique name, not "org.freedesktop.systemd1": the
+        # local rule must not name a sender. An unbounded deque loses no signal.
+        rule = MatchRule(type="signal", interface=MANAGER, member="JobRemoved", path=MANAGER_PATH)
+        removed: deque[Any] = deque()
+        with self._conn.filter(rule, queue=removed):
+            self._subscribe()
+            started = time.monotonic()
+            deadline = started + timeout
+            (job,) = self._call(MANAGER_PATH, MANAGER, method, "ss", (unit, "replace"))
+            while True:
+                result = _job_result(removed, job)
+                if result is not None:
+                    return JobOutcome(unit, str(job), result, time.monotonic() - started)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._cancel(job, removed)
+                    raise JobTimeout(unit, verb, timeout)
+                if progress is not None:
+                    progress(left)
+                self._receive(min(_TICK, left), f"the {verb} job of {unit}")
+
+    def _receive(self, timeout: float, what: str) -> None:
+        """Read one message into the filters, or return after ``timeout`` s of silence."""
+        try:
+            self._conn.recv_messages(timeout=timeout)
+        except TimeoutError:
+            return
+        except OSError as err:
+            raise BusError(f"lost the system bus while waiting for {what}: {err}") from err
+
+    def _cancel(self, job: str, removed: deque[Any]) -> None:
+        """Cancel ``job`` (it may have just ended) and give its JobRemoved a moment."""
+        try:
+            self._call(job, JOB, "Cancel")
+        except BusError as err:
+            if err.name not in _GONE_JOB_ERRORS:
+                raise
+            return
+        deadline = time.monotonic() + CANCEL_SETTLE
+        while _job_result(removed, job) is None and time.monotonic() < deadline:
+            self._receive(deadline - time.monotonic(), "a cancelled job")
+
+
+def _job_result(removed: deque[Any], job: str) -> str | None:
+    """The result of ``job`` if its JobRemoved (id, job, unit, result) has arrived."""
+    while removed:
+        message = removed.popleft()
+        if len(message.body) == 4 and message.body[1] == job:
+            return str(message.body[3])
+    return None

@@ -1,0 +1,326 @@
+"""The services step: systemd units started in the configured order, stopped in reverse.
+
+Through systemd's D-Bus API (hanode.dbus), never ``systemctl``. Each start and stop is a
+job waited for, bounded by ``[services] timeout`` per unit; a job still running then is
+cancelled. A unit counts as started when its job is ``done`` AND its ActiveState is
+active (a ``Type=simple`` job is done at fork), as stopped when it is inactive or failed.
+
+A failed start raises at once and leaves the units it already started running: the
+engine calls this step's ``stop()`` during rollback, which stops exactly the configured
+units in reverse order (skipping those already down), so the node ends with no half-up
+services and this step does not stop twice what the rollback stops anyway.
+
+Managed units belong to hanode alone. ``check`` (and ``start``, before touching anything)
+refuses a unit that does not exist, one enabled to start on its own, and one tied to
+hanode's own unit (After=/Requires=/WantedBy= hanode-primary.service: hanode starts it
+from inside that unit, so its job waits for hanode's to end, a deadlock until timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fnmatch import fnmatch
+
+from hanode.config import ServicesConfig
+from hanode.dbus import JobOutcome, JobTimeout, Systemd, UnitInfo
+from hanode.errors import HanodeError, Refused, StepFailed
+from hanode.resources import Context, Finding, Level, Resource, State, Status
+
+log = logging.getLogger("hanode.services")
+
+HANODE_UNIT = "hanode-primary.service"  # hanode's own unit (units/hanode-primary.service)
+JOURNAL_LINES = 5  # the last lines of a failed unit quoted in the error
+JOURNAL_SETTLE = 1.0  # s to let journald catch up with a unit that just failed
+_ENABLED = ("enabled", "enabled-runtime")
+# Debian's umbrella unit and the pattern of the real cluster units behind it.
+_PG_UMBRELLA = "postgresql.service"
+_PG_CLUSTERS = "postgresql@*.service"
+
+
+class Services(Resource):
+    """systemd units, started in order and stopped in reverse (the last step)."""
+
+    name = "services"
+
+    def __init__(self, config: ServicesConfig) -> None:
+        self.config = config
+
+    # -- reading ----------------------------------------------------------------------
+
+    def probe(self) -> Status:
+        """Each unit's ActiveState/SubState; UNKNOWN when systemd cannot be asked."""
+        try:
+            with _systemd() as bus:
+                infos = [bus.unit(unit) for unit in self.config.units]
+        except HanodeError as err:
+            return Status(State.UNKNOWN, str(err))
+        details = {
+            info.name: {
+                "load": info.load_state,
+                "active": info.active_state.value,
+                "sub": info.sub_state,
+                "enabled": info.unit_file_state,
+            }
+            for info in infos
+        }
+        described = ", ".join(_describe(info) for info in infos)
+        if all(info.active_state.is_up for info in infos):
+            return Status(State.UP, f"all active: {described}", details)
+        if all(info.active_state.is_down for info in infos):
+            return Status(State.DOWN, f"all down: {described}", details)
+        return Status(State.PARTIAL, described, details)
+
+    def plan_start(self) -> list[str]:
+        """One line per unit a start would start, in order."""
+        with _systemd() as bus:
+            infos = [bus.unit(unit) for unit in self.config.units]
+        return [
+            f"start {info.name} (now {_state(info)}), wait up to {self.config.timeout}s"
+            for info in infos
+            if not info.active_state.is_up
+        ]
+
+    def plan_stop(self) -> list[str]:
+        """One line per unit a stop would stop, in reverse order."""
+        with _systemd() as bus:
+            infos = [bus.unit(unit) for unit in reversed(self.config.units)]
+        return [
+            f"stop {info.name} (now {_state(info)}), wait up to {self.config.timeout}s"
+            for info in infos
+            if not info.active_state.is_down and info.load_state != "not-found"
+        ]
+
+    def check(self) -> list[Finding]:
+        """Every managed unit exists, is disabled at boot and is not tied to hanode's unit."""
+        try:
+            with _systemd() as bus:
+                primary = bus.unit(HANODE_UNIT)
+                return [
+                    finding
+                    for unit in self.config.units
+                    for finding in _check(bus, bus.unit(unit), primary)
+                ]
+        except HanodeError as err:
+            message = f"cannot ask systemd about the units: {err.message}"
+            return [Finding(Level.ERROR, message, err.hint)]
+
+    # -- acting -----------------------------------------------------------------------
+
+    def start(self, ctx: Context) -> None:
+        """Start the units in order, each waited for; already active ones are skipped."""
+        with _systemd() as bus:
+            self._refuse(bus, ctx)
+            for unit in self.config.units:
+                info = bus.unit(unit)
+                if info.active_state.is_up:
+                    log.info("%s is already %s", unit, _state(info))
+                    continue
+                self._job(bus, ctx, unit, "start")
+
+    def stop(self, ctx: Context) -> None:
+        """Stop the units in reverse order; those already down are skipped."""
+        with _systemd() as bus:
+            for unit in reversed(self.config.units):
+                info = bus.unit(unit)
+                if info.active_state.is_down or info.load_state == "not-found":
+                    log.info("%s is already %s", unit, _state(info))
+                    continue
+                self._job(bus, ctx, unit, "stop")
+
+    def _job(self, bus: Systemd, ctx: Context, unit: str, verb: str) -> None:
+        """Run one start or stop job to its end; raise StepFailed unless it got there."""
+        since = time.time()
+        timeout = float(self.config.timeout)
+        try:
+            with ctx.waiting(f"{verb} {unit}") as line:
+
+                def show(left: float) -> None:
+                    line.update(f"{left:.0f}s left")
+
+                if verb == "start":
+                    outcome = bus.start(unit, timeout=timeout, progress=show)
+                else:
+                    outcome = bus.stop(unit, timeout=timeout, progress=show)
+        except JobTimeout as err:
+            raise StepFailed(_with_journal(err.message, unit, since), err.hint) from err
+        info = bus.unit(unit)
+        reached = info.active_state.is_up if verb == "start" else info.active_state.is_down
+        if outcome.done and reached:
+            log.info("%s: %s done in %.2fs, now %s", unit, verb, outcome.seconds, _state(info))
+            return
+        raise StepFailed(
+            _with_journal(_job_failure(outcome, info, verb), unit, since),
+            f"see `journalctl -u {unit}`",
+        )
+
+    def _refuse(self, bus: Systemd, ctx: Context) -> None:
+        """Raise Refused for what check calls an error; --force passes all but missing units."""
+        primary = bus.unit(HANODE_UNIT)
+        for unit in self.config.units:
+            info = bus.unit(unit)
+            for finding in _check(bus, info, primary):
+                if finding.level is not Level.ERROR:
+                    continue
+                if ctx.force and info.load_state == "loaded":
+                    log.warning("--force: starting anyway although %s", finding.message)
+                    continue
+                raise Refused(finding.message, finding.hint)
+
+
+@contextmanager
+def _systemd() -> Iterator[Systemd]:
+    bus = Systemd.connect()
+    try:
+        yield bus
+    finally:
+        bus.close()
+
+
+def _state(info: UnitInfo) -> str:
+    if info.load_state != "loaded":
+        return info.load_state
+    return f"{info.active_state.value}/{info.sub_state}"
+
+
+def _describe(info: UnitInfo) -> str:
+    return f"{info.name} {_state(info)}"
+
+
+def _job_failure(outcome: JobOutcome, info: UnitInfo, verb: str) -> str:
+    if outcome.done:
+        # The job ended well but the unit did not stay there (a simple service that died).
+        return f"{info.name}: {verb} job done but the unit is {_state(info)}"
+    return f"{info.name}: {verb} failed (job result: {outcome.result}, unit {_state(info)})"
+
+
+def _with_journal(message: str, unit: str, since: float) -> str:
+    lines = journal_tail(unit, since)
+    return f"{message}: {' / '.join(lines)}" if lines else message
+
+
+def journal_tail(unit: str, since: float, count: int = JOURNAL_LINES) -> list[str]:
+    """The unit's last journal lines since ``since`` (epoch s); best effort, [] if unreadable."""
+    try:
+        # Imported here: only a failure pays for it.
+        from systemd import journal
+    except ImportError:
+        return []
+    try:
+        reader = journal.Reader()
+        try:
+            # The service's own output, and what systemd said about the unit.
+            reader.add_match(_SYSTEMD_UNIT=unit)
+            reader.add_disjunction()
+            reader.add_match(UNIT=unit)
+            reader.seek_realtime(int(since * 1_000_000))
+            lines: list[str] = []
+            deadline = time.monotonic() + JOURNAL_SETTLE
+            while True:
+                lines += [str(entry.get("MESSAGE", "")) for entry in reader]
+                # journald writes asynchronously: give a just-failed unit's lines a moment.
+                if lines or time.monotonic() >= deadline:
+                    break
+                reader.wait(0.1)
+            return [line.strip() for line in lines if line.strip()][-count:]
+        finally:
+            reader.close()
+    except Exception as err:
+        log.debug("cannot read the journal of %s: %s", unit, err)
+        return []
+
+
+def _check(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
+    """The findings of ``check`` for one unit (``primary``: hanode's own unit)."""
+    unit = info.name
+    if info.load_state == "not-found":
+        return [
+            Finding(
+                Level.ERROR,
+                f"{unit} does not exist (LoadState not-found)",
+                "install its package, or correct the name in [services] units",
+            )
+        ]
+    if info.load_state == "masked":
+        return [Finding(Level.ERROR, f"{unit} is masked", f"systemctl unmask {unit}")]
+    if info.load_state != "loaded":
+        detail = f": {info.load_error}" if info.load_error else ""
+        return [
+            Finding(
+                Level.ERROR,
+                f"{unit} cannot be loaded (LoadState {info.load_state}){detail}",
+                f"fix the unit file, see `systemd-analyze verify {unit}`",
+            )
+        ]
+    findings: list[Finding] = []
+    if info.unit_file_state in _ENABLED:
+        runtime = info.unit_file_state == "enabled-runtime"
+        hint = f"systemctl disable{' --runtime' if runtime else ''} {unit}"
+        if unit.startswith("postgresql@"):
+            hint += "; and set the cluster's start.conf to manual"
+        findings.append(
+            Finding(
+                Level.ERROR,
+                f"{unit} is enabled{' (at runtime)' if runtime else ''}: it starts at boot "
+                "on its own, whichever node is active",
+                hint,
+            )
+        )
+    elif info.unit_file_state == "indirect":
+        findings.append(
+            Finding(
+                Level.WARNING,
+                f"{unit} is enabled indirectly (a socket or another unit may start it)",
+                f"disable the units named in Also= of {unit}",
+            )
+        )
+    if HANODE_UNIT in info.after:
+        findings.append(
+            Finding(
+                Level.ERROR,
+                f"{unit} is ordered After={HANODE_UNIT}: hanode starts it from inside that "
+                "unit, so its start would wait for hanode's own (a deadlock until timeout)",
+                f"remove After={HANODE_UNIT} from {unit} (systemctl edit {unit})",
+            )
+        )
+    if HANODE_UNIT in info.requires:
+        findings.append(
+            Finding(
+                Level.ERROR,
+                f"{unit} requires {HANODE_UNIT} (Requires=/Requisite=/BindsTo=): starting it "
+                "would start hanode from inside hanode",
+                f"remove the dependency on {HANODE_UNIT} from {unit} (systemctl edit {unit})",
+            )
+        )
+    # A WantedBy= shows on the unit only while hanode's unit is loaded: ask both sides.
+    if HANODE_UNIT in info.wanted_by or unit in primary.wants:
+        findings.append(
+            Finding(
+                Level.ERROR,
+                f"{unit} is pulled in by {HANODE_UNIT} (WantedBy=/RequiredBy=): systemd would "
+                "start it alongside hanode, before its data is there",
+                f"systemctl disable {unit}",
+            )
+        )
+    if unit == _PG_UMBRELLA and info.service_type == "oneshot":
+        # The umbrella Wants= its clusters (Debian's generator links them at boot).
+        clusters = sorted(name for name in info.wants if fnmatch(name, _PG_CLUSTERS))
+        clusters = clusters or [name for name, _active in bus.units_matching([_PG_CLUSTERS])]
+        named = ", ".join(clusters) if clusters else "postgresql@VERSION-CLUSTER.service"
+        findings.append(
+            Finding(
+                Level.WARNING,
+                f"{unit} is Debian's umbrella unit (a oneshot running "
+                f"{_argv0(info)}): its state says nothing of the database clusters",
+                f"manage the cluster unit instead: {named}",
+            )
+        )
+    if not findings:
+        findings.append(Finding(Level.OK, f"{unit}: {info.unit_file_state}, {_state(info)}"))
+    return findings
+
+
+def _argv0(info: UnitInfo) -> str:
+    return info.exec_start[0][0] if info.exec_start and info.exec_start[0] else "nothing"
