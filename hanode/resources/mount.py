@@ -1,0 +1,520 @@
+"""The replicated filesystem: check, mount, and on stop unmount even when it is held.
+
+The mount state is read from /proc/self/mountinfo (proc(5)), never by resolving paths
+through the mount: a mountpoint whose filesystem is gone resolves to the filesystem
+below it, and acting on that (killing its users) would take the whole node down.
+mount, umount and fsck run through hanode.run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import stat
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from hanode.config import FilesystemConfig, Fsck
+from hanode.errors import Refused, StepFailed
+from hanode.holders import Holder, find_holders
+from hanode.resources import Context, Finding, Level, ProgressLine, Resource, State, Status
+from hanode.run import CommandError, clean_env, run, stderr_tail
+
+log = logging.getLogger("hanode.mount")
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+MOUNT_TIMEOUT = 300.0  # a journal replay after a crash can take minutes
+FSCK_TIMEOUT = 4 * 3600.0  # a full check of a large filesystem takes hours; never cut short
+POLL = 0.2  # seconds between holder scans while waiting for them to exit
+SHOWN_HOLDERS = 10  # holders named in one error line; the log has them all
+
+# fsck(8) exit status bits: 1 errors corrected, 2 reboot advised, 4 errors left
+_FSCK_CORRECTED = 1
+_FSCK_REBOOT = 2
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of /proc/self/mountinfo (see proc(5)), with escapes decoded."""
+
+    mount_id: int
+    parent_id: int
+    device: int  # st_dev of the files on it; the st_rdev of its block device
+    root: str  # the directory of the filesystem mounted here (not "/" for bind mounts)
+    mountpoint: str
+    options: str
+    fstype: str
+    source: str
+    super_options: str
+
+
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(field: str) -> str:
+    # the kernel writes space, tab, newline and backslash as \040 \011 \012 \134
+    return _ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), field)
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    """The entries of a mountinfo text, in the kernel's order (parents before children).
+
+    Format (proc(5)): ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE
+    SOURCE SUPER_OPTIONS; fields are separated by single spaces, which the kernel
+    escapes inside fields, so splitting on spaces is exact.
+    """
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line:
+            continue
+        fields = line.split(" ")
+        try:
+            separator = fields.index("-", 6)
+            major, minor = fields[2].split(":")
+            entries.append(
+                MountEntry(
+                    mount_id=int(fields[0]),
+                    parent_id=int(fields[1]),
+                    device=os.makedev(int(major), int(minor)),
+                    root=_unescape(fields[3]),
+                    mountpoint=_unescape(fields[4]),
+                    options=fields[5],
+                    fstype=_unescape(fields[separator + 1]),
+                    source=_unescape(fields[separator + 2]),
+                    super_options=fields[separator + 3] if len(fields) > separator + 3 else "",
+                )
+            )
+        except (ValueError, IndexError):
+            raise StepFailed(
+                f"{MOUNTINFO}:{number}: cannot read this mount line: {line!r}",
+                "please report it; hanode will not act on a mount table it cannot read",
+            ) from None
+    return entries
+
+
+def read_mountinfo(path: Path = MOUNTINFO) -> list[MountEntry]:
+    """This process's mount table (its mount namespace's), from /proc/self/mountinfo."""
+    # surrogateescape: a path with bytes that are not UTF-8 still round-trips to os calls
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        return parse_mountinfo(handle.read())
+
+
+def top_mount_at(entries: Sequence[MountEntry], mountpoint: str) -> MountEntry | None:
+    """The visible mount at ``mountpoint``: the last of a stack of mounts on one path."""
+    at = [entry for entry in entries if entry.mountpoint == mountpoint]
+    covered = {entry.parent_id for entry in at}
+    visible = [entry for entry in at if entry.mount_id not in covered]
+    return visible[-1] if visible else None
+
+
+def submounts(entries: Sequence[MountEntry], mount: MountEntry) -> list[MountEntry]:
+    """Every mount below ``mount`` in the mount tree, deepest first (the umount order)."""
+    children: dict[int, list[MountEntry]] = {}
+    for entry in entries:
+        if entry.mount_id != entry.parent_id:
+            children.setdefault(entry.parent_id, []).append(entry)
+    ordered: list[MountEntry] = []
+
+    def visit(parent: MountEntry) -> None:
+        for child in reversed(children.get(parent.mount_id, [])):
+            visit(child)
+            ordered.append(child)
+
+    visit(mount)
+    return ordered
+
+
+class Filesystem(Resource):
+    """The [filesystem] section: a block device mounted on a mountpoint."""
+
+    name: ClassVar[str] = "filesystem"
+
+    def __init__(self, config: FilesystemConfig) -> None:
+        self.config = config
+        # the kernel reports canonical paths: compare with the mountpoint's canonical form
+        self.mountpoint = os.path.realpath(config.mountpoint)
+
+    # -- reading the state ------------------------------------------------------------
+
+    def _device_number(self) -> int | None:
+        try:
+            st = os.stat(self.config.device)
+        except OSError:
+            return None
+        return st.st_rdev if stat.S_ISBLK(st.st_mode) else None
+
+    def _is_ours(self, entry: MountEntry, rdev: int | None) -> bool:
+        if rdev is not None:
+            return entry.device == rdev
+        # the device node is gone (DRBD down?) but its filesystem may still be mounted
+        return os.path.realpath(entry.source) == os.path.realpath(self.config.device)
+
+    def _scan(self) -> _Scan:
+        entries = read_mountinfo()
+        rdev = self._device_number()
+        top = top_mount_at(entries, self.mountpoint)
+        ours = [entry for entry in entries if self._is_ours(entry, rdev)]
+        here = top if top is not None and self._is_ours(top, rdev) else None
+        tree = {entry.mount_id for entry in ([here, *submounts(entries, here)] if here else [])}
+        elsewhere = [entry for entry in ours if entry.mount_id not in tree]
+        return _Scan(entries, rdev, top, here, elsewhere)
+
+    def probe(self) -> Status:
+        """Mounted or not, from which device, and how many processes hold it."""
+        try:
+            scan = self._scan()
+        except (OSError, StepFailed) as err:
+            return Status(State.UNKNOWN, f"cannot read the mount table: {err}")
+        details: dict[str, object] = {
+            "device": self.config.device,
+            "mountpoint": self.config.mountpoint,
+            "device_present": scan.rdev is not None,
+        }
+        if scan.elsewhere:
+            places = ", ".join(entry.mountpoint for entry in scan.elsewhere)
+            details["also_mounted_on"] = [entry.mountpoint for entry in scan.elsewhere]
+            return Status(
+                State.UNKNOWN, f"{self.config.device} is mounted on {places}", details
+            )
+        if scan.here is not None:
+            subs = submounts(scan.entries, scan.here)
+            holders = _holders_of(scan.entries, [scan.here, *subs])
+            details.update(
+                mounted=True,
+                source=scan.here.source,
+                fstype=scan.here.fstype,
+                options=scan.here.options,
+                submounts=[entry.mountpoint for entry in subs],
+                holders=len(holders),
+            )
+            return Status(
+                State.UP,
+                f"{scan.here.source} mounted on {self.mountpoint} "
+                f"({scan.here.fstype}, {len(holders)} holders)",
+                details,
+            )
+        details["mounted"] = False
+        if scan.top is not None and scan.top.mountpoint != "/":
+            details["foreign"] = scan.top.source
+            return Status(
+                State.UNKNOWN,
+                f"{scan.top.source} is mounted on {self.mountpoint}, not {self.config.device}",
+                details,
+            )
+        return Status(State.DOWN, f"{self.config.device} not mounted", details)
+
+    # -- start ------------------------------------------------------------------------
+
+    def plan_start(self) -> list[str]:
+        """What start would do, from the current mount table."""
+        scan = self._scan()
+        if scan.here is not None:
+            return []
+        lines = []
+        if not os.path.isdir(self.config.mountpoint):
+            lines.append(f"mkdir {self.config.mountpoint}")
+        if self.config.fsck is not Fsck.NEVER:
+            lines.append(" ".join(self._fsck_argv()))
+        lines.append(" ".join(self._mount_argv()))
+        return lines
+
+    def start(self, ctx: Context) -> None:
+        """Check, optionally fsck, and mount; skip if already mounted right."""
+        config = self.config
+        try:
+            st = os.stat(config.device)
+        except FileNotFoundError:
+            raise StepFailed(
+                f"{config.device} does not exist", "is the DRBD resource up and Primary?"
+            ) from None
+        if not stat.S_ISBLK(st.st_mode):
+            raise StepFailed(f"{config.device} is not a block device", "check [filesystem] device")
+        scan = self._scan()
+        if scan.elsewhere:
+            places = ", ".join(entry.mountpoint for entry in scan.elsewhere)
+            raise Refused(
+                f"{config.device} is already mounted on {places}",
+                f"umount it there; hanode mounts it only on {config.mountpoint}",
+            )
+        if scan.here is not None:
+            log.info("%s already mounted on %s", config.device, self.mountpoint)
+            return
+        if scan.top is not None and scan.top.mountpoint != "/":
+            raise Refused(
+                f"{scan.top.source} is mounted on {self.mountpoint}, not {config.device}",
+                f"umount {self.mountpoint} first if it should not be there",
+            )
+        self._make_mountpoint()
+        if config.fsck is not Fsck.NEVER:
+            self._fsck(ctx)
+        with ctx.waiting(f"mount {self.mountpoint}"):
+            run(self._mount_argv(), timeout=MOUNT_TIMEOUT)
+        after = self._scan()
+        if after.here is None:
+            raise StepFailed(
+                f"mount reported success but {config.device} is not on {self.mountpoint}",
+                "see /proc/self/mountinfo",
+            )
+        log.info("mounted %s on %s", config.device, self.mountpoint)
+
+    def _make_mountpoint(self) -> None:
+        path = self.config.mountpoint
+        if os.path.isdir(path):
+            return
+        if os.path.lexists(path):
+            raise StepFailed(f"mountpoint {path} exists and is not a directory")
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        self.mountpoint = os.path.realpath(path)
+        log.info("created mountpoint %s", path)
+
+    def _mount_argv(self) -> list[str]:
+        argv = ["mount", "-t", self.config.type]
+        if self.config.options:
+            argv += ["-o", self.config.options]
+        return [*argv, "--", self.config.device, self.config.mountpoint]
+
+    def _fsck_argv(self) -> list[str]:
+        # -T: no banner; -M: never a mounted filesystem (one mounted in another namespace);
+        # -p (the checker's "preen"): repair what is safe, never ask
+        argv = ["fsck", "-T", "-M", "-t", self.config.type, "--", "-p"]
+        if self.config.fsck is Fsck.ALWAYS:
+            argv.append("-f")
+        return [*argv, self.config.device]
+
+    def _fsck(self, ctx: Context) -> None:
+        argv = self._fsck_argv()
+        with ctx.waiting(f"fsck {self.config.device}"):
+            result = run(argv, timeout=FSCK_TIMEOUT, check=False)
+        code = result.returncode
+        if code & ~(_FSCK_CORRECTED | _FSCK_REBOOT):
+            raise StepFailed(
+                f"fsck of {self.config.device} failed with status {code}: "
+                f"{stderr_tail(result.stderr or result.stdout)}",
+                f"repair it by hand (fsck {self.config.device}) before starting",
+            )
+        if code:
+            log.warning("fsck corrected errors on %s (status %d)", self.config.device, code)
+
+    # -- stop -------------------------------------------------------------------------
+
+    def plan_stop(self) -> list[str]:
+        """What stop would do, from the current mount table and holders."""
+        scan = self._scan()
+        if scan.here is None:
+            return []
+        targets = [*submounts(scan.entries, scan.here), scan.here]
+        lines = [f"umount {entry.mountpoint}" for entry in targets]
+        holders = _holders_of(scan.entries, targets)
+        if holders:
+            pids = " ".join(str(holder.pid) for holder in holders)
+            verb = "TERM, then KILL," if self.config.kill_holders else "fail on"
+            lines.append(f"if busy: {verb} {len(holders)} holders ({pids})")
+        return lines
+
+    def stop(self, ctx: Context) -> None:
+        """Unmount the submounts then the filesystem, ending its holders if allowed."""
+        scan = self._scan()
+        if scan.elsewhere:
+            places = ", ".join(entry.mountpoint for entry in scan.elsewhere)
+            raise StepFailed(
+                f"{self.config.device} is also mounted on {places}, outside {self.mountpoint}",
+                "umount it there, or the device stays in use",
+            )
+        if scan.here is None:
+            return
+        self._leave_mount(scan.rdev)
+        deadline = time.monotonic() + self.config.stop_timeout
+        if self._umount_all(deadline):
+            return
+        if not self.config.kill_holders:
+            raise self._busy("kill-holders is false", "stop them, or set kill-holders = true")
+        self._end_holders(ctx, deadline)
+        if not self._umount_all(deadline):
+            raise self._busy(
+                f"still busy after {self.config.stop_timeout}s",
+                "stop them by hand, then run `hanode stop` again",
+            )
+
+    def _leave_mount(self, rdev: int | None) -> None:
+        # hanode's own cwd on the mount (started from a shell in /srv) would block umount
+        try:
+            on_it = rdev is not None and os.stat(".").st_dev == rdev
+        except OSError:
+            return
+        if on_it:
+            log.info("leaving %s: hanode's working directory was on it", os.getcwd())
+            os.chdir("/")
+
+    def _targets(self) -> tuple[list[MountEntry], list[MountEntry]]:
+        scan = self._scan()
+        if scan.here is None:
+            return scan.entries, []
+        return scan.entries, [*submounts(scan.entries, scan.here), scan.here]
+
+    def _umount_all(self, deadline: float) -> bool:
+        """Plain umount of every target, deepest first; True when all are gone."""
+        _, targets = self._targets()
+        for entry in targets:
+            timeout = max(deadline - time.monotonic(), 10.0)
+            try:
+                run(["umount", "--", entry.mountpoint], timeout=timeout)
+            except CommandError as err:
+                _, left = self._targets()
+                if any(other.mount_id == entry.mount_id for other in left):
+                    log.info("umount %s: %s", entry.mountpoint, stderr_tail(err.stderr) or err)
+                    return False
+                continue  # it went away meanwhile: that is what we wanted
+            log.info("unmounted %s", entry.mountpoint)
+        return not self._targets()[1]
+
+    def _holders(self) -> list[Holder]:
+        return _holders_of(*self._targets())
+
+    def _end_holders(self, ctx: Context, deadline: float) -> None:
+        """TERM every holder, wait, KILL what is left before the deadline."""
+        timeout = self.config.stop_timeout
+        # leave the last part of the timeout for KILL to take effect and umount to run
+        kill_at = deadline - min(5.0, timeout / 3)
+        termed: set[int] = set()
+        killed: set[int] = set()
+        with ctx.waiting(f"umount {self.mountpoint}: ending holders") as line:
+            while True:
+                holders = self._holders()
+                if not holders:
+                    return
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                killing = now >= kill_at
+                for holder in holders:
+                    if killing and holder.pid not in killed:
+                        log.warning("KILL %s", holder.describe())
+                        _signal(holder.pid, signal.SIGKILL)
+                        killed.add(holder.pid)
+                    elif holder.pid not in termed:
+                        log.warning("TERM %s", holder.describe())
+                        _signal(holder.pid, signal.SIGTERM)
+                        termed.add(holder.pid)
+                _show(line, holders, killing, kill_at - now, deadline - now)
+                time.sleep(POLL)
+
+    def _busy(self, why: str, hint: str) -> StepFailed:
+        holders = self._holders_for_report()
+        if not holders:
+            return StepFailed(f"umount {self.mountpoint} failed ({why}), no holder found", hint)
+        shown = "; ".join(holder.describe() for holder in holders[:SHOWN_HOLDERS])
+        more = len(holders) - SHOWN_HOLDERS
+        if more > 0:
+            shown += f"; and {more} more"
+        for holder in holders:
+            log.error("holds %s: %s", self.mountpoint, holder.describe())
+        return StepFailed(f"{self.mountpoint} is busy ({why}), held by {shown}", hint)
+
+    def _holders_for_report(self) -> list[Holder]:
+        # include hanode's own parents (never killed): an admin's shell in /srv is common
+        return _holders_of(*self._targets(), exclude_pids={os.getpid()})
+
+    # -- check ------------------------------------------------------------------------
+
+    def check(self) -> list[Finding]:
+        """The device, mountpoint, filesystem type and fsck tool, without changing them."""
+        config = self.config
+        findings: list[Finding] = []
+        try:
+            st = os.stat(config.device)
+            if stat.S_ISBLK(st.st_mode):
+                findings.append(Finding(Level.OK, f"{config.device} is a block device"))
+            else:
+                findings.append(
+                    Finding(Level.ERROR, f"{config.device} is not a block device", "check device")
+                )
+        except FileNotFoundError:
+            findings.append(
+                Finding(
+                    Level.WARNING,
+                    f"{config.device} does not exist (yet)",
+                    "it appears when the DRBD resource is up",
+                )
+            )
+        if os.path.isdir(config.mountpoint):
+            findings.append(Finding(Level.OK, f"mountpoint {config.mountpoint} exists"))
+        elif os.path.lexists(config.mountpoint):
+            findings.append(
+                Finding(Level.ERROR, f"mountpoint {config.mountpoint} is not a directory")
+            )
+        else:
+            findings.append(
+                Finding(
+                    Level.WARNING, f"mountpoint {config.mountpoint} is missing", "start creates it"
+                )
+            )
+        status = self.probe()
+        if status.state is State.UNKNOWN:
+            findings.append(Finding(Level.ERROR, status.summary, "umount it"))
+        if config.fsck is not Fsck.NEVER and not _which(f"fsck.{config.type}"):
+            findings.append(
+                Finding(
+                    Level.ERROR,
+                    f"fsck = {config.fsck.value} but fsck.{config.type} is not installed",
+                    "install the filesystem's tools, or set fsck = \"never\"",
+                )
+            )
+        return findings
+
+
+@dataclass(frozen=True)
+class _Scan:
+    entries: list[MountEntry]
+    rdev: int | None  # the device's number; None when the node is missing
+    top: MountEntry | None  # what is visible on the mountpoint
+    here: MountEntry | None  # our device on the mountpoint
+    elsewhere: list[MountEntry]  # our device mounted outside the mountpoint's tree
+
+
+def kill_devices(entries: Sequence[MountEntry], targets: Iterable[MountEntry]) -> set[int]:
+    """The devices of ``targets`` whose users may be ended: those mounted only there.
+
+    A submount that binds a filesystem also mounted elsewhere (the root filesystem,
+    /proc...) shares its device number with the whole node: killing its holders would
+    kill everything. Those are only unmounted, never killed for.
+    """
+    inside = {entry.mount_id for entry in targets}
+    devices = {entry.device for entry in entries if entry.mount_id in inside}
+    outside = {entry.device for entry in entries if entry.mount_id not in inside}
+    return devices - outside
+
+
+def _holders_of(
+    entries: Sequence[MountEntry],
+    targets: Sequence[MountEntry],
+    exclude_pids: set[int] | None = None,
+) -> list[Holder]:
+    # an fd on the block device node does not keep the filesystem busy: not ours to end
+    return find_holders(
+        kill_devices(entries, targets), exclude_pids=exclude_pids, include_device_nodes=False
+    )
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended on its own
+        os.kill(pid, signum)
+
+
+def _show(
+    line: ProgressLine, holders: Sequence[Holder], killing: bool, to_kill: float, left: float
+) -> None:
+    if killing:
+        line.update(f"{len(holders)} holders left after KILL, {left:.0f}s left")
+    else:
+        line.update(f"{len(holders)} holders left after TERM, KILL in {to_kill:.0f}s")
+
+
+def _which(program: str) -> bool:
+    return shutil.which(program, path=clean_env()["PATH"]) is not None

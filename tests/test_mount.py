@@ -1,0 +1,434 @@
+"""The filesystem resource: mountinfo reading (unit) and real loop mounts (root)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+from mountns import (
+    HOLD_MMAP,
+    PYTHON,
+    Processes,
+    in_mount_namespace,
+    loop_ext4,
+    mounted,
+)
+
+from hanode.config import FilesystemConfig, Fsck
+from hanode.errors import Refused, StepFailed
+from hanode.resources import Context, ProgressLine, State
+from hanode.resources.mount import (
+    Filesystem,
+    kill_devices,
+    parse_mountinfo,
+    submounts,
+    top_mount_at,
+)
+
+MOUNTINFO = (
+    "22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+    "23 22 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n"
+    "40 22 147:1 / /srv rw,noatime shared:20 - ext4 /dev/drbd1 rw\n"
+    "41 40 0:50 / /srv/cache rw master:3 - tmpfs tmpfs rw,size=1024k\n"
+    "42 41 0:51 / /srv/cache/deep rw - tmpfs none rw\n"
+    "43 40 252:1 /usr /srv/usr rw - ext4 /dev/vda1 rw\n"
+    "44 22 7:0 / /mnt/with\\040space\\134x rw - ext4 /dev/loop0 rw\n"
+    "45 40 0:52 / /srv rw - tmpfs over rw\n"
+)
+
+
+# -- unit: mountinfo --------------------------------------------------------------------
+
+
+def test_parse_mountinfo_fields_and_escapes() -> None:
+    entries = parse_mountinfo(MOUNTINFO)
+    assert len(entries) == 8
+    srv = entries[2]
+    assert (srv.mount_id, srv.parent_id, srv.device) == (40, 22, os.makedev(147, 1))
+    assert (srv.mountpoint, srv.fstype, srv.source, srv.options) == (
+        "/srv",
+        "ext4",
+        "/dev/drbd1",
+        "rw,noatime",
+    )
+    # the optional fields (shared:, master:) may be absent or several
+    assert entries[4].fstype == "tmpfs" and entries[4].source == "none"
+    assert entries[5].root == "/usr"
+    assert entries[6].mountpoint == "/mnt/with space\\x"
+
+
+def test_parse_mountinfo_refuses_a_line_it_cannot_read() -> None:
+    with pytest.raises(StepFailed, match="cannot read this mount line"):
+        parse_mountinfo("22 1 252:1 / / rw shared:1 ext4 /dev/vda1 rw\n")
+
+
+def test_top_mount_is_the_last_of_a_stack() -> None:
+    entries = parse_mountinfo(MOUNTINFO)
+    top = top_mount_at(entries, "/srv")
+    assert top is not None and top.mount_id == 45
+    assert top_mount_at(entries, "/nowhere") is None
+
+
+def test_submounts_deepest_first() -> None:
+    entries = parse_mountinfo(MOUNTINFO)
+    srv = next(entry for entry in entries if entry.mount_id == 40)
+    order = [entry.mount_id for entry in submounts(entries, srv)]
+    assert order == [45, 43, 42, 41]  # the stacked mount first, every child before parent
+
+
+def test_a_device_also_mounted_outside_is_never_killed_for() -> None:
+    entries = parse_mountinfo(MOUNTINFO)
+    srv = next(entry for entry in entries if entry.mount_id == 40)
+    targets = [*submounts(entries, srv), srv]
+    devices = kill_devices(entries, targets)
+    # /srv/usr binds the root filesystem: its users are the whole node
+    assert os.makedev(252, 1) not in devices
+    assert devices == {
+        os.makedev(147, 1),
+        os.makedev(0, 50),
+        os.makedev(0, 51),
+        os.makedev(0, 52),
+    }
+
+
+def test_plan_and_probe_without_the_device(tmp_path: Path) -> None:
+    fs = Filesystem(FilesystemConfig(device=str(tmp_path / "nodev"), mountpoint=str(tmp_path)))
+    status = fs.probe()
+    assert status.state is State.DOWN
+    assert status.details["device_present"] is False
+    with pytest.raises(StepFailed, match="does not exist"):
+        fs.start(Context())
+    assert fs.plan_start()[-1] == f"mount -t ext4 -- {tmp_path}/nodev {tmp_path}"
+
+
+def test_fsck_command_line() -> None:
+    config = FilesystemConfig(device="/dev/drbd1", mountpoint="/srv", fsck=Fsck.ALWAYS)
+    assert Filesystem(config)._fsck_argv() == [
+        "fsck", "-T", "-M", "-t", "ext4", "--", "-p", "-f", "/dev/drbd1",
+    ]
+
+
+# -- root: real loop devices in a private mount namespace -------------------------------
+
+
+class Progress:
+    """A Context progress callback that records every line shown."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, label: str) -> AbstractContextManager[ProgressLine]:
+        return self._line(label)
+
+    @contextmanager
+    def _line(self, label: str) -> Iterator[ProgressLine]:
+        self.lines.append(label)
+        progress = self
+
+        class Line:
+            def update(self, text: str) -> None:
+                progress.lines.append(f"{label}: {text}")
+
+        yield Line()
+
+
+def _fs(loop: str, mountpoint: Path, **kwargs: object) -> Filesystem:
+    return Filesystem(FilesystemConfig(device=loop, mountpoint=str(mountpoint), **kwargs))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> Iterator[str]:
+    with loop_ext4(tmp_path) as device:
+        yield device
+
+
+@pytest.mark.root
+def test_start_and_stop_twice_each(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "not yet" / "srv"  # missing, with a space (mountinfo's \040)
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, options="noatime", fsck=Fsck.ALWAYS)
+        assert fs.probe().state is State.DOWN
+        assert fs.plan_start() == [
+            f"mkdir {mountpoint}",
+            f"fsck -T -M -t ext4 -- -p -f {loop}",
+            f"mount -t ext4 -o noatime -- {loop} {mountpoint}",
+        ]
+        progress = Progress()
+        fs.start(Context(progress=progress))
+        assert f"fsck {loop}" in progress.lines and f"mount {mountpoint}" in progress.lines
+        status = fs.probe()
+        assert status.state is State.UP, status.summary
+        assert status.details["holders"] == 0 and status.details["source"] == loop
+        assert "noatime" in str(status.details["options"])
+        fs.start(Context())  # already mounted right: nothing to do
+        assert fs.plan_start() == []
+        assert mounted(str(mountpoint))
+        assert fs.plan_stop() == [f"umount {mountpoint}"]
+        fs.stop(Context())
+        assert not mounted(str(mountpoint))
+        assert fs.probe().state is State.DOWN
+        fs.stop(Context())
+        assert fs.plan_stop() == []
+        fs.start(Context())
+        assert fs.probe().state is State.UP
+        fs.stop(Context())
+        assert fs.probe().state is State.DOWN
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_stop_ends_every_kind_of_holder(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, stop_timeout=8)
+        fs.start(Context())
+        mnt = str(mountpoint)
+        (mountpoint / "data").write_bytes(b"d" * 8192)
+        (mountpoint / "dir").mkdir()
+        (mountpoint / "lib.bin").write_bytes(b"m" * 8192)
+        shutil.copy("/usr/bin/sleep", mountpoint / "sleep-copy")
+        procs = Processes()
+        try:
+            kinds = {"cwd": procs.spawn(["sleep", "1000"], cwd=mnt)}
+            with open(mountpoint / "data", "rb") as data:
+                kinds["file"] = procs.spawn(["sleep", "1000"], stdin=data, cwd="/")
+            dir_fd = os.open(mountpoint / "dir", os.O_RDONLY | os.O_DIRECTORY)
+            kinds["dir"] = procs.spawn(["sleep", "1000"], pass_fds=[dir_fd], cwd="/")
+            os.close(dir_fd)
+            with open(mountpoint / "gone", "w") as gone:
+                kinds["deleted"] = procs.spawn(["sleep", "1000"], pass_fds=[gone.fileno()], cwd="/")
+            os.unlink(mountpoint / "gone")
+            kinds["mmap"] = procs.python(HOLD_MMAP, f"{mnt}/lib.bin", cwd="/")
+            kinds["exe"] = procs.spawn([f"{mnt}/sleep-copy", "1000"], cwd="/")
+            stubborn = procs.python(
+                "import os, signal, sys, time\n"
+                "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "os.chdir(sys.argv[1])\n"
+                "print('ready', flush=True)\n"
+                "time.sleep(1000)\n",
+                mnt,
+                cwd="/",
+            )
+            bystander = procs.spawn(["sleep", "1000"], cwd="/")
+            status = fs.probe()
+            assert status.details["holders"] == len(kinds) + 1
+            plan = fs.plan_stop()
+            assert plan[0] == f"umount {mnt}"
+            assert plan[1].startswith(f"if busy: TERM, then KILL, {len(kinds) + 1} holders")
+
+            progress = Progress()
+            fs.stop(Context(progress=progress))
+
+            assert not mounted(mnt)
+            for kind, proc in kinds.items():
+                assert proc.wait(5) == -signal.SIGTERM, kind
+            assert stubborn.wait(5) == -signal.SIGKILL  # it ignored TERM
+            assert bystander.poll() is None  # not on the mount: untouched
+            assert any("holders left after TERM, KILL in" in line for line in progress.lines)
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_busy_without_kill_holders_names_them_and_stays_mounted(
+    tmp_path: Path, loop: str
+) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, kill_holders=False)
+        fs.start(Context())
+        procs = Processes()
+        try:
+            holder = procs.spawn(["sleep", "1000"], cwd=str(mountpoint))
+            with pytest.raises(StepFailed, match=rf"held by {holder.pid} \(sleep\): cwd") as err:
+                fs.stop(Context())
+            assert err.value.hint == "stop them, or set kill-holders = true"
+            assert mounted(str(mountpoint))
+            assert holder.poll() is None
+            holder.kill()
+            holder.wait()
+            fs.stop(Context())  # converges once the holder is gone
+            assert not mounted(str(mountpoint))
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_submounts_are_unmounted_first_and_their_holders_ended(
+    tmp_path: Path, loop: str
+) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, stop_timeout=6)
+        fs.start(Context())
+        sub = mountpoint / "cache"
+        sub.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "none", str(sub)], check=True)
+        (sub / "deep").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "none", str(sub / "deep")], check=True)
+        procs = Processes()
+        try:
+            holder = procs.spawn(["sleep", "1000"], cwd=str(sub / "deep"))
+            assert fs.plan_stop()[:3] == [
+                f"umount {sub}/deep",
+                f"umount {sub}",
+                f"umount {mountpoint}",
+            ]
+            fs.stop(Context())
+            assert holder.wait(5) == -signal.SIGTERM
+            assert not mounted(str(sub / "deep")) and not mounted(str(sub))
+            assert not mounted(str(mountpoint))
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_a_bind_of_the_root_filesystem_inside_is_never_killed_for(
+    tmp_path: Path, loop: str
+) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, stop_timeout=2)
+        fs.start(Context())
+        bind = mountpoint / "usr"
+        bind.mkdir()
+        subprocess.run(["mount", "--bind", "/usr", str(bind)], check=True)
+        procs = Processes()
+        try:
+            # its device is the root filesystem's: ending its users would end everything
+            holder = procs.spawn(["sleep", "1000"], cwd=str(bind / "bin"))
+            with pytest.raises(StepFailed, match="busy"):
+                fs.stop(Context())
+            assert holder.poll() is None
+            assert mounted(str(bind))
+            holder.kill()
+            holder.wait()
+            fs.stop(Context())
+            assert not mounted(str(mountpoint))
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_hanode_leaves_its_own_working_directory_on_the_mount(
+    tmp_path: Path, loop: str
+) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint)
+        fs.start(Context())
+        os.chdir(mountpoint)
+        fs.stop(Context())
+        assert os.getcwd() == "/"
+        assert not mounted(str(mountpoint))
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_wrong_device_on_the_mountpoint_is_refused(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "srv"
+    mountpoint.mkdir()
+
+    def scenario() -> None:
+        subprocess.run(["mount", "-t", "tmpfs", "impostor", str(mountpoint)], check=True)
+        (mountpoint / "keep").write_text("not ours")
+        fs = _fs(loop, mountpoint)
+        status = fs.probe()
+        assert status.state is State.UNKNOWN
+        assert "impostor is mounted on" in status.summary
+        with pytest.raises(Refused, match=f"impostor is mounted on {mountpoint}, not {loop}"):
+            fs.start(Context())
+        assert (mountpoint / "keep").read_text() == "not ours"  # touched nothing
+        fs.stop(Context())  # not ours to unmount
+        assert mounted(str(mountpoint))
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_device_mounted_elsewhere_is_refused(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "srv"
+    other = tmp_path / "other"
+    other.mkdir()
+
+    def scenario() -> None:
+        subprocess.run(["mount", loop, str(other)], check=True)
+        fs = _fs(loop, mountpoint)
+        assert fs.probe().state is State.UNKNOWN
+        with pytest.raises(Refused, match=f"already mounted on {other}"):
+            fs.start(Context())
+        assert not mounted(str(mountpoint))
+        with pytest.raises(StepFailed, match=f"also mounted on {other}"):
+            fs.stop(Context())
+        assert mounted(str(other))
+        subprocess.run(["umount", str(other)], check=True)
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_a_failing_mount_is_a_step_failure(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, type="xfs")
+        with pytest.raises(StepFailed, match="mount -t xfs"):
+            fs.start(Context())
+        assert fs.probe().state is State.DOWN
+        fs.stop(Context())  # the rollback of a failed start is a no-op
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_holders_are_logged(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        records: list[str] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append(record.getMessage())
+
+        logger = logging.getLogger("hanode.mount")
+        logger.addHandler(Keep())
+        logger.setLevel(logging.INFO)
+        fs = _fs(loop, mountpoint)
+        fs.start(Context())
+        procs = Processes()
+        try:
+            holder = procs.spawn(
+                [PYTHON, "-c", "import time; time.sleep(1000)"], cwd=str(mountpoint)
+            )
+            fs.stop(Context())
+            assert holder.wait(5) == -signal.SIGTERM
+            assert f"TERM {holder.pid} (python3): cwd" in records
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
