@@ -1,0 +1,597 @@
+"""The DRBD resource: up, a bounded wait for the peer, a safe promotion; demote on stop.
+
+start: ``drbdadm up`` unless up; wait for the peer with the timeout DRBD's own startup
+logic would pick; promote only when safe (hanode.drbdstate.decide_promotion). A refusal
+leaves the resource up as Secondary, replicating. stop: ``drbdadm secondary``; a device
+still open is reported with its openers; ``on-demote-failure`` escalates to
+``secondary --force`` (DRBD >= 9.1) or a reboot; ``stop --down`` also runs ``drbdadm down``.
+
+State is read from /proc/drbd on 8.4 (one file read, cheap enough to poll while waiting)
+with the minor from ``drbdadm dump``; from ``drbdsetup status --json`` on DRBD 9; from
+``drbdadm role|cstate|dstate`` when neither can be read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jeepney import DBusAddress, DBusErrorResponse, new_method_call  # type: ignore[import]
+from jeepney.io.blocking import open_dbus_connection  # type: ignore[import]
+
+from hanode import drbdstate
+from hanode.config import DemoteFailure, DrbdConfig
+from hanode.drbdstate import (
+    Action,
+    DumpInfo,
+    HostSection,
+    MetaFlags,
+    ParseError,
+    ProcDrbd,
+    ResourceState,
+    Role,
+    TimeoutChoice,
+    TimeoutKind,
+    Timeouts,
+    WaitOutcome,
+)
+from hanode.errors import ConfigError, HanodeError, Refused, StepFailed
+from hanode.holders import find_holders
+from hanode.resources import Context, Finding, Level, Resource, State, Status
+from hanode.run import CommandError, Completed, run, stderr_tail
+
+log = logging.getLogger("hanode.drbd")
+
+PROC_DRBD = "/proc/drbd"
+POLL_SECONDS = 0.25  # between reads of the state while waiting for the peer
+COMMAND_TIMEOUT = 30.0  # s for one drbdadm call: they answer in milliseconds unless stuck
+SECONDARY_FORCE_SINCE = (9, 1)  # `drbdsetup secondary --force` (I/O of openers fails)
+
+# DRBD 9's `drbdsetup status --json` exists or not: asked once per process.
+_json_status_supported: dict[str, bool] = {}
+
+
+@dataclass(frozen=True)
+class _Demotion:
+    """Why ``drbdadm secondary`` failed, in words for the admin."""
+
+    problem: str
+    hint: str
+
+
+class Drbd(Resource):
+    """One DRBD resource: Primary when started, Secondary (still up) when stopped."""
+
+    name = "drbd"
+
+    def __init__(
+        self,
+        config: DrbdConfig,
+        *,
+        proc_drbd: str = PROC_DRBD,
+        nodename: str | None = None,
+        device: str | None = None,
+        reboot: Callable[[str], None] | None = None,
+    ) -> None:
+        """``config`` is the [drbd] section; the keyword arguments exist for tests only."""
+        self.config = config
+        self.resource = config.resource
+        self._proc_path = proc_drbd
+        self._nodename = nodename or os.uname().nodename  # drbdadm's way of finding itself
+        self._device_override = device
+        self._reboot = reboot or request_reboot
+        self._dump_info: DumpInfo | None = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _dump(self) -> DumpInfo:
+        if self._dump_info is None:
+            argv = ["drbdadm", "dump", self.resource]
+            result = run(argv, timeout=COMMAND_TIMEOUT, check=False)
+            if result.returncode != 0:
+                raise ConfigError(
+                    f"`drbdadm dump {self.resource}` failed: {stderr_tail(result.stderr)}",
+                    f"define resource {self.resource} in /etc/drbd.d/ or fix [drbd] resource",
+                )
+            try:
+                self._dump_info = drbdstate.parse_dump(result.stdout, self.resource)
+            except ParseError as err:
+                raise ConfigError(str(err)) from None
+        return self._dump_info
+
+    def _host(self) -> HostSection:
+        return self._dump().host(self._nodename)
+
+    def _device(self) -> str:
+        return self._device_override or self._host().device
+
+    def _proc(self) -> ProcDrbd | None:
+        """/proc/drbd, or None when the module is not loaded (then nothing is up)."""
+        try:
+            with open(self._proc_path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            return None
+        return drbdstate.parse_proc_drbd(text)
+
+    def read_state(self) -> ResourceState | None:
+        """The resource's state, or None when it is not up."""
+        try:
+            proc = self._proc()
+        except ParseError as err:
+            log.debug("cannot read %s (%s): asking drbdadm", self._proc_path, err)
+            return self._state_from_drbdadm()
+        if proc is None:
+            return None
+        if proc.major >= 9:
+            return self._state_v9()
+        if not proc.devices:
+            return None  # no minor is configured: no need to ask which one is ours
+        return proc.devices.get(self._host().minor)
+
+    def _state_v9(self) -> ResourceState | None:
+        if _json_status_supported.get("drbdsetup", True):
+            argv = ["drbdsetup", "status", "--json", self.resource]
+            result = run(argv, timeout=COMMAND_TIMEOUT, check=False)
+            if result.returncode == 0:
+                return drbdstate.parse_status_json(result.stdout, self.resource)
+            if "unrecognized option" not in result.stderr:
+                return None  # "No such resource": not up
+            _json_status_supported["drbdsetup"] = False
+        return self._state_from_drbdadm()
+
+    def _state_from_drbdadm(self) -> ResourceState | None:
+        results = [
+            run(["drbdadm", what, self.resource], timeout=COMMAND_TIMEOUT, check=False)
+            for what in ("role", "cstate", "dstate")
+        ]
+        role_result = results[0]
+        if role_result.returncode != 0:
+            failure = drbdstate.parse_failure(role_result.stderr)
+            if failure is not None and failure.code == drbdstate.ERR_MINOR_INVALID:
+                return None  # "Device minor not allocated": not up
+            raise _failed(role_result)
+        for result in results[1:]:
+            if result.returncode != 0:
+                raise _failed(result)
+        local_role, peer_role = drbdstate.parse_role(results[0].stdout)
+        disk, peer_disk = drbdstate.parse_dstate(results[2].stdout)
+        return ResourceState(
+            local_role, peer_role, drbdstate.parse_cstate(results[1].stdout), disk, peer_disk
+        )
+
+    def _version(self) -> str | None:
+        try:
+            proc = self._proc()
+        except ParseError:
+            return None
+        return proc.version if proc else None
+
+    def probe(self) -> Status:
+        """Primary is UP; Secondary, or not up at all, is DOWN."""
+        if shutil.which("drbdadm") is None:
+            return Status(State.UNKNOWN, "drbdadm not found (install drbd-utils)")
+        try:
+            state = self.read_state()
+        except (HanodeError, ParseError) as err:
+            return Status(State.UNKNOWN, f"cannot read the state of {self.resource}: {err}")
+        details: dict[str, object] = {"resource": self.resource}
+        version = self._version()
+        if version:
+            details["drbd-version"] = version
+        if state is None:
+            details["up"] = False
+            return Status(State.DOWN, f"{self.resource} is not up", details)
+        details["up"] = True
+        details.update(state.details())
+        summary = f"{self.resource} {state.describe()}"
+        return Status(State.UP if state.role is Role.PRIMARY else State.DOWN, summary, details)
+
+    # -- timeouts --------------------------------------------------------------------------
+
+    def timeouts(self) -> Timeouts:
+        """The three waits: hanode.toml, else drbd.conf's startup section, else 10 s."""
+        configured = {
+            TimeoutKind.WFC: self.config.wfc_timeout,
+            TimeoutKind.DEGR_WFC: self.config.degr_wfc_timeout,
+            TimeoutKind.OUTDATED_WFC: self.config.outdated_wfc_timeout,
+        }
+        return drbdstate.resolve_timeouts(configured, self._dump().startup)
+
+    def become_primary_on(self) -> str | None:
+        """hanode.toml's become-primary-on, else drbd.conf's startup section's."""
+        if self.config.become_primary_on is not None:
+            return self.config.become_primary_on
+        value = self._dump().startup.get("become-primary-on")
+        return value[0] if value else None
+
+    def _meta_flags(self) -> MetaFlags | None:
+        """The meta-data flags before ``up`` (DRBD's input for degr-wfc); None if unknown."""
+        result = run(["drbdadm", "get-gi", self.resource], timeout=COMMAND_TIMEOUT, check=False)
+        if result.returncode != 0:
+            log.debug("drbdadm get-gi %s: %s", self.resource, stderr_tail(result.stderr))
+            return None
+        try:
+            return drbdstate.parse_gi(result.stdout)
+        except ParseError as err:
+            log.debug("%s", err)
+            return None
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self, ctx: Context) -> None:
+        """Up, wait for the peer (bounded), promote when safe; Refused leaves it Secondary."""
+        timeouts = self.timeouts()  # a bad drbd.conf timeout is refused before touching anything
+        self._host()
+        state = self.read_state()
+        flags = None
+        if state is None:
+            flags = self._meta_flags()
+            state = self._up()
+        if state.role is Role.PRIMARY:
+            log.info("%s is already Primary", self.resource)
+            return
+        choice = drbdstate.choose_timeout(timeouts, peer_disk=state.peer_disk, flags=flags)
+        outcome, state = self._wait_for_peer(state, choice, timeouts, ctx)
+        verdict = drbdstate.decide_promotion(
+            state,
+            outcome,
+            resource=self.resource,
+            nodename=self._nodename,
+            become_primary_on=self.become_primary_on(),
+            force=ctx.force,
+        )
+        if verdict.action is Action.SKIP:
+            log.info("%s", verdict.reason)
+            return
+        if verdict.action is Action.REFUSE:
+            raise Refused(f"{verdict.reason}; {self.resource} stays up as Secondary", verdict.hint)
+        for override in verdict.overrides:
+            log.warning("--force overrides: %s", override)
+        if verdict.degraded:
+            log.warning(
+                "promoting %s degraded: the peer did not connect within %ds (%s)",
+                self.resource,
+                choice.seconds,
+                state.cstate,
+            )
+        self._promote(verdict.force_flag)
+
+    def _up(self) -> ResourceState:
+        if self._proc() is None:
+            # the module is not loaded (drbdadm up does not load it on every version)
+            run(["modprobe", "drbd"], timeout=COMMAND_TIMEOUT)
+        argv = ["drbdadm", "up", self.resource]
+        result = run(argv, timeout=COMMAND_TIMEOUT, check=False)
+        state = self.read_state()
+        if result.returncode != 0:
+            if state is None:
+                raise _failed(result)
+            # up by someone else meanwhile (or by a cut run): what we wanted
+            log.info(
+                "%s was already up (drbdadm up: %s)", self.resource, stderr_tail(result.stderr)
+            )
+        elif result.stderr.strip():
+            log.info("drbdadm up %s: %s", self.resource, stderr_tail(result.stderr))
+        if state is None:
+            raise StepFailed(
+                f"`drbdadm up {self.resource}` succeeded but minor {self._host().minor} "
+                f"is not in {self._proc_path}",
+                "see the kernel log (`journalctl -k`)",
+            )
+        return state
+
+    def _wait_for_peer(
+        self, state: ResourceState, choice: TimeoutChoice, timeouts: Timeouts, ctx: Context
+    ) -> tuple[WaitOutcome, ResourceState]:
+        outcome = drbdstate.wait_outcome(state)
+        if outcome is not None:
+            return outcome, state
+        source = timeouts.sources.get(choice.kind, "default")
+        log.info(
+            "waiting up to %ds for the peer of %s (%s from %s: %s)",
+            choice.seconds,
+            self.resource,
+            choice.kind,
+            source,
+            choice.why,
+        )
+        deadline = time.monotonic() + choice.seconds
+        with ctx.waiting(f"waiting for the peer of {self.resource}") as line:
+            while True:
+                left = deadline - time.monotonic()
+                line.update(f"{max(0, math.ceil(left))}s left, {state.cstate}")
+                if left <= 0:
+                    return WaitOutcome.TIMED_OUT, state
+                time.sleep(min(POLL_SECONDS, left))
+                new_state = self.read_state()
+                if new_state is None:
+                    raise StepFailed(
+                        f"{self.resource} went down while waiting for the peer",
+                        "someone ran `drbdadm down`? run `hanode start` again",
+                    )
+                state = new_state
+                outcome = drbdstate.wait_outcome(state)
+                if outcome is not None:
+                    return outcome, state
+
+    def _promote(self, force_flag: bool) -> None:
+        argv = ["drbdadm", "primary", *(["--force"] if force_flag else []), self.resource]
+        result = run(argv, timeout=COMMAND_TIMEOUT, check=False)
+        if result.returncode != 0:
+            failure = drbdstate.parse_failure(result.stderr)
+            if failure is not None and failure.code == drbdstate.SS_TWO_PRIMARIES:
+                # the peer was promoted between our read and our call: nothing changed here
+                raise Refused(
+                    f"the peer became Primary for {self.resource}: {failure.text}; "
+                    f"{self.resource} stays up as Secondary",
+                    "run `hanode stop` on the peer first",
+                )
+            raise _failed(result)
+        state = self.read_state()
+        if state is None or state.role is not Role.PRIMARY:
+            raise StepFailed(f"`{' '.join(argv)}` succeeded but {self.resource} is not Primary")
+        log.info("%s promoted: %s", self.resource, state.describe())
+
+    def plan_start(self) -> list[str]:
+        """What start would do from the probed state."""
+        state = self.read_state()
+        if state is not None and state.role is Role.PRIMARY:
+            return []
+        timeouts = self.timeouts()
+        lines = [] if state is not None else [f"drbdadm up {self.resource}"]
+        if state is None or not state.cstate.connected:
+            wfc = timeouts.seconds(TimeoutKind.WFC)
+            lines.append(
+                f"wait for the peer up to {wfc}s (wfc-timeout from "
+                f"{timeouts.sources.get(TimeoutKind.WFC)}; degr-wfc {timeouts.degr_wfc}s and "
+                f"outdated-wfc {timeouts.outdated_wfc}s when DRBD's meta-data says so)"
+            )
+        named = self.become_primary_on() or "unset"
+        lines.append(
+            f"drbdadm primary {self.resource} if safe: peer not Primary, local disk UpToDate; "
+            f"peer absent: only on become-primary-on ({named}) or with --force"
+        )
+        return lines
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def stop(self, ctx: Context) -> None:
+        """Demote to Secondary (the resource stays up and connected); --down takes it down."""
+        state = self.read_state()
+        if state is None:
+            return
+        if state.role is Role.PRIMARY:
+            self._demote()
+        if ctx.down:
+            result = run(["drbdadm", "down", self.resource], timeout=COMMAND_TIMEOUT, check=False)
+            if result.returncode != 0:
+                why = self._demote_failure(result)
+                raise StepFailed(f"cannot take {self.resource} down: {why.problem}", why.hint)
+
+    def _demote(self) -> None:
+        result = run(["drbdadm", "secondary", self.resource], timeout=COMMAND_TIMEOUT, check=False)
+        if result.returncode == 0:
+            log.info("%s demoted to Secondary", self.resource)
+            return
+        why = self._demote_failure(result)
+        problem = f"cannot demote {self.resource}: {why.problem}"
+        policy = self.config.on_demote_failure
+        if policy is DemoteFailure.FORCE:
+            self._force_demote(problem, why)
+            return
+        if policy is DemoteFailure.REBOOT:
+            log.error(
+                "%s; on-demote-failure = reboot: rebooting so that the peer can take over", problem
+            )
+            try:
+                self._reboot(problem)
+            except HanodeError as err:
+                raise StepFailed(
+                    f"{problem}; the reboot could not be requested: {err}", why.hint
+                ) from err
+            raise StepFailed(f"{problem}; reboot requested so that the peer can take over")
+        raise StepFailed(problem, why.hint)
+
+    def _force_demote(self, problem: str, why: _Demotion) -> None:
+        version = self._version() or "unknown"
+        if not _at_least(version, SECONDARY_FORCE_SINCE):
+            raise StepFailed(
+                f"{problem}; on-demote-failure = force needs DRBD 9.1 or later for "
+                f"`secondary --force`, this kernel has DRBD {version}",
+                why.hint,
+            )
+        log.warning(
+            "%s; on-demote-failure = force: `drbdadm secondary --force` (openers get I/O errors)",
+            problem,
+        )
+        result = run(
+            ["drbdadm", "secondary", "--force", self.resource], timeout=COMMAND_TIMEOUT, check=False
+        )
+        if result.returncode != 0:
+            raise StepFailed(
+                f"{problem}; `secondary --force` failed too: {stderr_tail(result.stderr)}", why.hint
+            )
+        log.warning("%s forced to Secondary", self.resource)
+
+    def _demote_failure(self, result: Completed) -> _Demotion:
+        failure = drbdstate.parse_failure(result.stderr)
+        text = (
+            failure.text
+            if failure
+            else stderr_tail(result.stderr) or f"exit status {result.returncode}"
+        )
+        if failure is None or failure.code != drbdstate.SS_DEVICE_IN_USE:
+            return _Demotion(
+                text, "see `drbdadm status` and the kernel log, then `hanode stop` again"
+            )
+        device = self._device()
+        return _Demotion(
+            f"{text}: {describe_openers(device)}",
+            "stop what holds it (the steps above drbd should have), then `hanode stop` again",
+        )
+
+    def plan_stop(self) -> list[str]:
+        """What stop would do from the probed state."""
+        state = self.read_state()
+        if state is None:
+            return []
+        lines = []
+        if state.role is Role.PRIMARY:
+            lines.append(
+                f"drbdadm secondary {self.resource} (on failure: {self.config.on_demote_failure})"
+            )
+        lines.append(f"keep {self.resource} up and connected (`hanode stop --down`: drbdadm down)")
+        return lines
+
+    # -- check -----------------------------------------------------------------------------
+
+    def check(self) -> list[Finding]:
+        """drbd-utils, the resource in drbd.conf, this node in it, the timeouts, the module."""
+        if shutil.which("drbdadm") is None:
+            return [Finding(Level.ERROR, "drbdadm not found", "apt install drbd-utils")]
+        findings: list[Finding] = []
+        try:
+            host = self._host()
+        except ConfigError as err:
+            return [Finding(Level.ERROR, err.message, err.hint)]
+        findings.append(
+            Finding(
+                Level.OK,
+                f"{self.resource}: this node {self._nodename} uses {host.device} "
+                f"(minor {host.minor})",
+            )
+        )
+        try:
+            timeouts = self.timeouts()
+        except ConfigError as err:
+            findings.append(Finding(Level.ERROR, err.message, err.hint))
+        else:
+            waits = ", ".join(
+                f"{kind} {timeouts.seconds(kind)}s ({timeouts.sources.get(kind)})"
+                for kind in TimeoutKind
+            )
+            findings.append(Finding(Level.OK, f"waits for the peer: {waits}"))
+        named = self.become_primary_on()
+        if named is None:
+            findings.append(
+                Finding(
+                    Level.WARNING,
+                    "become-primary-on is unset: with the peer absent, "
+                    "no node promotes without --force",
+                    "set become-primary-on in hanode.toml [drbd] or drbd.conf's startup section",
+                )
+            )
+        elif named != "both" and named not in self._dump().hosts:
+            findings.append(
+                Finding(
+                    Level.ERROR,
+                    f"become-primary-on {named} is not a host of {self.resource}",
+                    f"hosts: {', '.join(sorted(self._dump().hosts))}",
+                )
+            )
+        else:
+            here = drbdstate.is_become_primary_on(self._nodename, named)
+            findings.append(
+                Finding(
+                    Level.OK, f"become-primary-on {named} ({'this node' if here else 'the peer'})"
+                )
+            )
+        try:
+            version = self._version()
+        except OSError as err:
+            version = None
+            findings.append(
+                Finding(Level.WARNING, f"cannot read {self._proc_path}: {err.strerror}")
+            )
+        if version is None:
+            findings.append(
+                Finding(
+                    Level.WARNING,
+                    "the drbd kernel module is not loaded",
+                    "start loads it (modprobe drbd)",
+                )
+            )
+        return findings
+
+
+def _failed(result: Completed) -> CommandError:
+    return CommandError(
+        result.argv,
+        result.returncode,
+        result.stderr,
+        f"failed with exit status {result.returncode}",
+    )
+
+
+def _at_least(version: str, wanted: tuple[int, int]) -> bool:
+    numbers = re.match(r"(\d+)\.(\d+)", version)
+    return numbers is not None and (int(numbers.group(1)), int(numbers.group(2))) >= wanted
+
+
+def describe_openers(device: str) -> str:
+    """Who holds ``device`` open: processes by pid and name, or the mounts on it."""
+    try:
+        st = os.stat(device)
+    except OSError as err:
+        return f"{device}: {err.strerror}"
+    if not stat.S_ISBLK(st.st_mode):
+        return f"{device} is not a block device"
+    number = st.st_rdev
+    holders = find_holders({number})
+    parts = [f"held by {holder.describe()}" for holder in holders]
+    parts.extend(f"mounted on {where}" for where in mounts_of(number))
+    if not parts:
+        return f"{device} is open, but no process or mount holds it (a kernel user: LVM, md, loop?)"
+    return f"{device} is " + "; ".join(parts)
+
+
+def mounts_of(device_number: int, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points of a device number, from mountinfo's major:minor field (proc(5))."""
+    wanted = f"{os.major(device_number)}:{os.minor(device_number)}"
+    points = []
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) > 4 and fields[2] == wanted:
+                    # mountinfo escapes space, tab, newline and backslash as octal
+                    points.append(
+                        re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                    )
+    except OSError:
+        return []
+    return points
+
+
+LOGIND = "org.freedesktop.login1"
+
+
+def reboot_message() -> object:
+    """login1's Manager.Reboot(interactive=false): a clean reboot, as `systemctl reboot`."""
+    manager = DBusAddress("/org/freedesktop/login1", bus_name=LOGIND, interface=f"{LOGIND}.Manager")
+    message: object = new_method_call(manager, "Reboot", "b", (False,))
+    return message
+
+
+def request_reboot(reason: str) -> None:
+    """Write the journal to disk, then ask systemd-logind to reboot the machine."""
+    log.critical("rebooting: %s", reason)
+    try:
+        # journald holds recent entries in memory: write them before the machine goes
+        run(["journalctl", "--sync"], timeout=10, check=False)
+    except CommandError as err:
+        log.warning("journalctl --sync: %s", err)
+    os.sync()
+    try:
+        with open_dbus_connection(bus="SYSTEM") as connection:
+            connection.send_and_get_reply(reboot_message(), timeout=10)
+    except (OSError, TimeoutError, DBusErrorResponse) as err:
+        raise StepFailed(f"systemd-logind refused or did not answer the reboot: {err}") from err
