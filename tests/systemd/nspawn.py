@@ -210,13 +210,19 @@ class Container:
         raise TimeoutError(f"not running after {BOOT_TIMEOUT}s ({state}): {self.output()}")
 
     def run(
-        self, argv: list[str], *, check: bool = True, timeout: float = 60.0
+        self,
+        argv: list[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside the container (all of PID 1's namespaces, root dir, cwd)."""
         assert self.leader is not None
+        environment = {**ENV, "PYTHONPATH": "/opt/hanode", **(env or {})}
         full = ["nsenter", f"--target={self.leader}", "--all", "env", "-i"]
-        full += [f"{key}={value}" for key, value in ENV.items()]
-        full += ["PYTHONPATH=/opt/hanode", *argv]
+        full += [f"{key}={value}" for key, value in environment.items()]
+        full += argv
         return subprocess.run(
             full,
             check=check,
