@@ -1,7 +1,8 @@
 """Runs inside the test container: one Services action, the outcome as one JSON line.
 
     python3 driver.py ACTION UNIT... [--timeout S] [--force]
-    ACTION: start, stop, probe, check, plan-start, plan-stop
+    ACTION: start, stop, probe, check, plan-start, plan-stop,
+            bench (start and stop each unit 20 times through hanode.dbus; latencies)
 
 Output: {"ok": bool, "error": class name, "code": exit code, "message": ...,
 "result": what the action returned, "progress": the progress lines shown}.
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hanode.config import ServicesConfig
+from hanode.dbus import Systemd
 from hanode.errors import HanodeError
 from hanode.resources import Context, ProgressLine
 from hanode.resources.services import Services
@@ -35,6 +39,29 @@ class _Line:
 @contextmanager
 def _progress(label: str) -> Iterator[ProgressLine]:
     yield _Line(label)
+
+
+def _bench(units: list[str], timeout: int, rounds: int = 20) -> dict[str, object]:
+    """Median and worst seconds of a start and a stop job, and of a whole connect+start."""
+    starts: list[float] = []
+    stops: list[float] = []
+    whole: list[float] = []
+    for _ in range(rounds):
+        for unit in units:
+            began = time.monotonic()
+            with Systemd.connect() as bus:
+                starts.append(bus.start(unit, timeout=timeout).seconds)
+                assert bus.unit(unit).active_state.is_up
+            whole.append(time.monotonic() - began)
+            with Systemd.connect() as bus:
+                stops.append(bus.stop(unit, timeout=timeout).seconds)
+    return {
+        "rounds": rounds,
+        "start_job_median_s": statistics.median(starts),
+        "start_job_max_s": max(starts),
+        "stop_job_median_s": statistics.median(stops),
+        "connect_start_check_median_s": statistics.median(whole),
+    }
 
 
 def main() -> int:
@@ -68,6 +95,8 @@ def main() -> int:
             out["result"] = resource.plan_start()
         elif args.action == "plan-stop":
             out["result"] = resource.plan_stop()
+        elif args.action == "bench":
+            out["result"] = _bench(args.units, args.timeout)
         else:
             parser.error(f"unknown action {args.action}")
     except HanodeError as err:

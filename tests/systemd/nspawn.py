@@ -11,6 +11,7 @@ run inside through ``nsenter`` into the namespaces of the container's PID 1.
 
     /usr/bin/python3 tests/systemd/nspawn.py build   # build (or find) the rootfs
     /usr/bin/python3 tests/systemd/nspawn.py boot    # boot, report timings, power off
+    /usr/bin/python3 tests/systemd/nspawn.py bench   # also D-Bus job latency, import time
 """
 
 from __future__ import annotations
@@ -311,16 +312,29 @@ def _ns_pid(pid: int) -> int | None:
     return None
 
 
+def _bench(container: Container) -> None:
+    driver = ["/usr/bin/python3", "/opt/hanode-tests/driver.py", "bench"]
+    units = ["hanode-test-first.service", "hanode-test-third.service"]
+    for unit in units:
+        print(unit, container.run([*driver, unit], timeout=300).stdout.strip())
+    imports = container.run(["/usr/bin/python3", "-X", "importtime", "-c", "import hanode.dbus"])
+    for line in imports.stderr.splitlines():
+        if line.rstrip().endswith(("hanode.dbus", " jeepney")):
+            print("import time (µs self | cumulative):", line.split(":", 1)[1].strip())
+
+
 def main() -> int:
     """build: build the rootfs; boot: boot it once and print the timings."""
     verb = sys.argv[1] if len(sys.argv) > 1 else "build"
     started = time.monotonic()
     root = rootfs(log=True)
     print(f"rootfs {root} ready in {time.monotonic() - started:.1f}s")
-    if verb == "boot":
+    if verb in ("boot", "bench"):
         with Container(root) as container:
             print(f"booted to running in {container.boot_seconds:.2f}s")
             print(container.run(["systemctl", "is-system-running"], check=False).stdout.strip())
+            if verb == "bench":
+                _bench(container)
         print(f"powered off, {time.monotonic() - started:.1f}s in all")
     return 0
 
