@@ -1,0 +1,360 @@
+"""Telling the segment where a floating address now lives, and asking who else has it.
+
+The kernel sends no gratuitous ARP when an address is added over netlink, and no
+unsolicited neighbour advertisement after IPv6 DAD: without them, clients and routers
+keep sending to the old node's MAC until their neighbour entries expire (minutes).
+
+- IPv4: gratuitous ARPs in the RFC 5227 "ARP announcement" form (a request with sender
+  and target IP both the address), struct-packed and sent from a raw AF_PACKET socket;
+  no arping binary.
+- IPv6: unsolicited neighbour advertisements (ICMPv6 type 136, override flag set) to
+  ff02::1 with hop limit 255, from a raw ICMPv6 socket (the kernel fills in the
+  checksum and the link header).
+- The duplicate probe: an ARP request with sender IP 0.0.0.0, as ``arping -D`` sends;
+  whoever answers for the address holds it.
+
+Schedule: ``count`` frames 200 ms apart, and the same burst again 2 s after the first
+ends (a switch port or a client that missed the first burst catches the second). Only
+the first frame is sent by the caller, so a send error surfaces in ``hanode start``; the
+rest come from a detached process so that the start does not wait ~3 s for them:
+
+    hanode start ─ fork ─ child: setsid, fork, exit at once (reaped by hanode start)
+                              └─ grandchild: sends the rest, then exits
+
+The grandchild is re-parented to init (or to systemd, the unit's reaper) and outlives
+``hanode start``. It closes every inherited descriptor first — above all the flock()ed
+/run/hanode.lock, which would otherwise stay held and refuse the next ``hanode stop`` —
+puts /dev/null on stdin/stdout/stderr (a caller reading hanode's output is not kept
+waiting for EOF), and freezes the garbage collector so that no object inherited from
+hanode can close a descriptor number the grandchild has reused. Before every frame it
+asks ``still_ours()`` whether the address is still on the interface: a stop or a
+rollback in between ends the announcing at once. Under systemd it stays in the unit's
+cgroup, so stopping the unit ends it too. Nothing is exec'd: the grandchild already has
+everything imported, which keeps its cost near zero on a slow one-CPU node.
+"""
+
+from __future__ import annotations
+
+import gc
+import ipaddress
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger("hanode.announce")
+
+ETH_P_ARP = 0x0806
+ETH_P_IP = 0x0800
+ARPHRD_ETHER = 1
+ARPOP_REQUEST = 1
+ARPOP_REPLY = 2
+PACKET_OUTGOING = 4  # sockaddr_ll pkttype of our own frames, looped back to packet sockets
+BROADCAST_MAC = b"\xff" * 6
+ZERO_MAC = b"\x00" * 6
+ZERO_IP = b"\x00" * 4
+ETH_MIN_FRAME = 60  # without FCS: short frames are padded, as NICs and switches expect
+
+ND_NEIGHBOR_ADVERT = 136
+ND_NA_FLAG_OVERRIDE = 0x20000000
+ND_OPT_TARGET_LINKADDR = 2
+ALL_NODES = "ff02::1"
+ND_HOP_LIMIT = 255  # receivers drop neighbour discovery with any other hop limit
+
+INTERVAL = 0.2  # seconds between the frames of a burst
+SECOND_BURST_AFTER = 2.0  # seconds from the end of the first burst to the second
+PROBE_TIMEOUT = 1.0  # seconds the duplicate probe listens for an answer, at most
+PROBE_SENDS = 3  # probe requests within PROBE_TIMEOUT: one lost frame is no false "free"
+
+_ETHER = struct.Struct("!6s6sH")
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+_NA = struct.Struct("!BBHI16sBB6s")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Arp:
+    """The fields of an Ethernet/IPv4 ARP packet that matter here."""
+
+    op: int
+    sender_mac: bytes
+    sender_ip: ipaddress.IPv4Address
+    target_mac: bytes
+    target_ip: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """What to announce where: ``count`` frames now, and ``count`` more later."""
+
+    ifname: str
+    ifindex: int
+    mac: bytes
+    ip: IPAddress
+    count: int
+
+
+def format_mac(mac: bytes) -> str:
+    """aa:bb:cc:dd:ee:ff."""
+    return mac.hex(":")
+
+
+def parse_mac(text: str) -> bytes:
+    """The 6 bytes of a MAC written aa:bb:cc:dd:ee:ff (as netlink reports it)."""
+    mac = bytes.fromhex(text.replace(":", ""))
+    if len(mac) != 6:
+        raise ValueError(f"not an Ethernet MAC address: {text!r}")
+    return mac
+
+
+def arp_frame(
+    op: int,
+    sender_mac: bytes,
+    sender_ip: ipaddress.IPv4Address | None,
+    target_ip: ipaddress.IPv4Address,
+    *,
+    target_mac: bytes = ZERO_MAC,
+    destination: bytes = BROADCAST_MAC,
+) -> bytes:
+    """A complete Ethernet frame carrying an ARP packet (sender_ip None: 0.0.0.0)."""
+    ether = _ETHER.pack(destination, sender_mac, ETH_P_ARP)
+    arp = _ARP.pack(
+        ARPHRD_ETHER,
+        ETH_P_IP,
+        6,
+        4,
+        op,
+        sender_mac,
+        sender_ip.packed if sender_ip is not None else ZERO_IP,
+        target_mac,
+        target_ip.packed,
+    )
+    return (ether + arp).ljust(ETH_MIN_FRAME, b"\x00")
+
+
+def gratuitous_arp(mac: bytes, ip: ipaddress.IPv4Address) -> bytes:
+    """An RFC 5227 ARP announcement: a broadcast request for our own address."""
+    return arp_frame(ARPOP_REQUEST, mac, ip, ip)
+
+
+def arp_probe(mac: bytes, ip: ipaddress.IPv4Address) -> bytes:
+    """An ARP probe as ``arping -D`` sends it: who has ``ip``? (sender IP 0.0.0.0)."""
+    return arp_frame(ARPOP_REQUEST, mac, None, ip)
+
+
+def parse_arp(frame: bytes) -> Arp | None:
+    """The ARP packet in an Ethernet frame; None for anything else."""
+    header = _ETHER.size + _ARP.size
+    if len(frame) < header:
+        return None
+    _, _, ethertype = _ETHER.unpack_from(frame)
+    if ethertype != ETH_P_ARP:
+        return None
+    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(frame, _ETHER.size)
+    if (htype, ptype, hlen, plen) != (ARPHRD_ETHER, ETH_P_IP, 6, 4):
+        return None
+    return Arp(op, sha, ipaddress.IPv4Address(spa), tha, ipaddress.IPv4Address(tpa))
+
+
+def neighbour_advertisement(mac: bytes, ip: ipaddress.IPv6Address) -> bytes:
+    """An unsolicited NA for ``ip`` at ``mac`` (override set); the kernel adds the checksum."""
+    return _NA.pack(
+        ND_NEIGHBOR_ADVERT, 0, 0, ND_NA_FLAG_OVERRIDE, ip.packed, ND_OPT_TARGET_LINKADDR, 1, mac
+    )
+
+
+def schedule(count: int) -> list[float]:
+    """Seconds after the first frame at which each frame goes out (both bursts)."""
+    if count <= 0:
+        return []
+    first = [n * INTERVAL for n in range(count)]
+    second_start = first[-1] + SECOND_BURST_AFTER
+    return first + [second_start + n * INTERVAL for n in range(count)]
+
+
+# -- sockets ------------------------------------------------------------------------
+
+
+class _Sender:
+    """One open raw socket that sends the announcement frame of one address."""
+
+    def __init__(self, what: Announcement) -> None:
+        self.sock: socket.socket
+        self.frame: bytes
+        self.destination: tuple[str, int, int, int] | None = None
+        if isinstance(what.ip, ipaddress.IPv4Address):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+            try:
+                self.sock.bind((what.ifname, ETH_P_ARP))
+            except OSError:
+                self.sock.close()
+                raise
+            self.frame = gratuitous_arp(what.mac, what.ip)
+        else:
+            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            try:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ND_HOP_LIMIT)
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, what.ifindex)
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+                # the source is the address itself: receivers learn it from the packet too
+                self.sock.bind((str(what.ip), 0, 0, what.ifindex))
+            except OSError:
+                self.sock.close()
+                raise
+            self.frame = neighbour_advertisement(what.mac, what.ip)
+            self.destination = (ALL_NODES, 0, 0, what.ifindex)
+
+    def send(self) -> None:
+        if self.destination is None:
+            self.sock.send(self.frame)
+        else:
+            self.sock.sendto(self.frame, self.destination)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def announce(what: Announcement, still_ours: Callable[[], bool]) -> bool:
+    """Announce ``what``: the first frame now, the rest from a detached process.
+
+    A failure to send the first frame raises OSError (the address would be
+    unreachable for minutes: the caller fails the step). Returns False when no detached
+    process could be made; then the first burst was sent here and the second skipped.
+    """
+    times = schedule(what.count)
+    if not times:
+        return True
+    sender = _Sender(what)
+    try:
+        sender.send()
+    finally:
+        sender.close()
+    if len(times) == 1:
+        return True
+    began = time.monotonic()
+    if _detach(lambda: _send_on_schedule(what, times[1:], began, still_ours)):
+        return True
+    log.warning(
+        "could not fork to announce %s later: sending the first burst now, no second burst",
+        what.ip,
+    )
+    _send_on_schedule(what, times[1 : what.count], began, still_ours)
+    return False
+
+
+def _send_on_schedule(
+    what: Announcement, times: Sequence[float], began: float, still_ours: Callable[[], bool]
+) -> None:
+    sender = _Sender(what)
+    try:
+        for offset in times:
+            delay = began + offset - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if not still_ours():
+                return
+            sender.send()
+    finally:
+        sender.close()
+
+
+def _detach(work: Callable[[], None]) -> bool:
+    """Run ``work`` in a double-forked grandchild that outlives this process."""
+    try:
+        pid = os.fork()
+    except OSError:
+        return False
+    if pid:
+        # the middle child exits at once: reap it, no zombie is left behind
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
+    try:
+        os.setsid()  # no controlling terminal: a Ctrl-C at hanode's prompt does not reach it
+        if os.fork():
+            os._exit(0)
+    except BaseException:
+        os._exit(1)  # the parent falls back to sending the first burst itself
+    try:
+        _sever()
+        work()
+    except BaseException:  # noqa: S110 - nobody is left to tell; the first frame went out
+        pass
+    os._exit(0)
+
+
+def _sever() -> None:
+    """Keep nothing of the parent: descriptors, signal handlers, pending garbage."""
+    gc.freeze()  # inherited objects must never be finalized: their fds are closed below
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+
+
+# -- the duplicate probe ------------------------------------------------------------
+
+
+def probe_duplicate(
+    ifname: str, mac: bytes, ip: ipaddress.IPv4Address, timeout: float = PROBE_TIMEOUT
+) -> bytes | None:
+    """The MAC of a host that answers ARP for ``ip`` on ``ifname``; None if none does.
+
+    Sends ARP probes (sender IP 0.0.0.0, as ``arping -D``) and listens at most
+    ``timeout`` seconds. A reply for ``ip``, or any ARP that another MAC sends from
+    ``ip`` (its own announcement), counts as "taken".
+    """
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    try:
+        sock.bind((ifname, ETH_P_ARP))
+        frame = arp_probe(mac, ip)
+        began = time.monotonic()
+        deadline = began + timeout
+        sends = [began + n * timeout / PROBE_SENDS for n in range(PROBE_SENDS)]
+        while True:
+            now = time.monotonic()
+            while sends and sends[0] <= now:
+                sends.pop(0)
+                sock.send(frame)
+            if now >= deadline:
+                return None
+            wake = min(deadline, sends[0]) if sends else deadline
+            readable, _, _ = select.select([sock], [], [], max(0.0, wake - now))
+            if not readable:
+                continue
+            data, address = sock.recvfrom(2048)
+            if address[2] == PACKET_OUTGOING:
+                continue
+            holder = _holder(parse_arp(data), mac, ip)
+            if holder is not None:
+                return holder
+    finally:
+        sock.close()
+
+
+def _holder(arp: Arp | None, mac: bytes, ip: ipaddress.IPv4Address) -> bytes | None:
+    if arp is None or arp.sender_mac == mac:
+        return None
+    if arp.sender_ip == ip and arp.op in (ARPOP_REPLY, ARPOP_REQUEST):
+        return arp.sender_mac
+    return None
+
+
+def raw_socket_problem(version: int) -> str | None:
+    """None if this process may open the raw socket announcing needs, else why not."""
+    try:
+        if version == 4:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        else:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    except OSError as err:
+        return err.strerror or str(err)
+    sock.close()
+    return None

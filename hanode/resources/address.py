@@ -1,0 +1,668 @@
+"""The floating address: one IP on one interface, added over netlink and announced.
+
+Everything goes through pyroute2's IPRoute in the current network namespace (no `ip`
+binary), written against Debian 12's pyroute2 0.7 API, which 0.9 keeps. pyroute2 is
+imported only when netlink is first needed: it costs ~0.2 s of a cold start, and this
+module is imported for planning and config checks too.
+
+Idempotency is by errno, as pyroute2 itself does it: EEXIST on add and EADDRNOTAVAIL on
+delete mean "already so". Only the configured address (IP and prefix) on the configured
+interface is ever added or removed; an address hanode did not put there the way the
+config says (another prefix, another label, another interface) is reported and left
+alone, and start refuses rather than fight over it.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hanode import announce
+from hanode.config import AddressConfig
+from hanode.errors import Refused, StepFailed
+from hanode.resources import Context, Finding, Level, Resource, State, Status
+
+log = logging.getLogger("hanode.address")
+
+# linux/if.h and linux/if_addr.h: stable kernel ABI, not worth importing pyroute2 for
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+IFA_F_SECONDARY = 0x01
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+
+DAD_POLL = 0.05  # seconds between looks at the tentative flag
+DAD_MARGIN = 3.0  # seconds allowed beyond the kernel's own DAD time
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+@dataclass(frozen=True)
+class Link:
+    """One network interface as netlink lists it."""
+
+    index: int
+    name: str
+    flags: int
+    mac: bytes | None  # None: no Ethernet address (tun, wireguard...)
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & IFF_UP)
+
+    @property
+    def carrier(self) -> bool:
+        return bool(self.flags & IFF_LOWER_UP)
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """One address on one interface as netlink lists it."""
+
+    index: int
+    ifname: str
+    ip: IPInterface
+    label: str | None  # IPv4 only
+    flags: int
+
+    @property
+    def tentative(self) -> bool:
+        return bool(self.flags & IFA_F_TENTATIVE)
+
+    @property
+    def dad_failed(self) -> bool:
+        return bool(self.flags & IFA_F_DADFAILED)
+
+    def __str__(self) -> str:
+        label = f" label {self.label}" if self.label and self.label != self.ifname else ""
+        return f"{self.ip} on {self.ifname}{label}"
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What netlink shows about the configured address and interface, at one moment."""
+
+    link: Link | None  # the configured interface; None: it does not exist
+    on_link: tuple[Assigned, ...]  # every address of the same family on that interface
+    matches: tuple[Assigned, ...]  # the configured IP (any prefix) on any interface
+
+    def exact(self, config: AddressConfig) -> Assigned | None:
+        """The configured IP with the configured prefix on the configured interface."""
+        for found in self.matches:
+            if self.link and found.index == self.link.index and found.ip == config.ip:
+                return found
+        return None
+
+    def elsewhere(self) -> list[Assigned]:
+        """The configured IP on interfaces other than the configured one."""
+        return [m for m in self.matches if self.link is None or m.index != self.link.index]
+
+    def mismatched(self, config: AddressConfig) -> list[Assigned]:
+        """The configured IP on the configured interface, but not as configured."""
+        return [
+            m
+            for m in self.matches
+            if self.link is not None
+            and m.index == self.link.index
+            and (m.ip != config.ip or not _label_matches(m, config))
+        ]
+
+
+def _label_matches(found: Assigned, config: AddressConfig) -> bool:
+    return config.ip.version == 6 or found.label == config.label
+
+
+def assess(config: AddressConfig, scan: Scan) -> Status:
+    """Where the floating address stands, from one scan (pure: no netlink here)."""
+    details: dict[str, object] = {
+        "ip": str(config.ip),
+        "interface": config.interface,
+        "label": config.label if config.ip.version == 4 else None,
+        "present": False,
+        "found": [_describe(m) for m in scan.matches],
+    }
+    if scan.link is None:
+        return Status(State.UNKNOWN, f"interface {config.interface} does not exist", details)
+    details["link"] = _link_state(scan.link)
+    exact = scan.exact(config)
+    mismatched = scan.mismatched(config)
+    if exact is not None and not mismatched:
+        details["present"] = True
+        if exact.dad_failed:
+            return Status(
+                State.PARTIAL,
+                f"{config.ip} on {config.interface}: duplicate address detection failed",
+                details,
+            )
+        if exact.tentative:
+            return Status(
+                State.PARTIAL,
+                f"{config.ip} on {config.interface}: tentative (duplicate address detection)",
+                details,
+            )
+        label = f" label {config.label}" if config.ip.version == 4 else ""
+        return Status(State.UP, f"{config.ip} on {config.interface}{label}", details)
+    if mismatched:
+        details["present"] = exact is not None
+        return Status(
+            State.PARTIAL, f"{', '.join(map(str, mismatched))}, not as configured", details
+        )
+    elsewhere = scan.elsewhere()
+    if elsewhere:
+        where = ", ".join(m.ifname for m in elsewhere)
+        return Status(
+            State.DOWN, f"{config.ip.ip} not on {config.interface} (but on {where})", details
+        )
+    return Status(State.DOWN, f"{config.ip} not on {config.interface}", details)
+
+
+def _describe(found: Assigned) -> dict[str, object]:
+    return {
+        "ip": str(found.ip),
+        "interface": found.ifname,
+        "label": found.label,
+        "tentative": found.tentative,
+        "dadfailed": found.dad_failed,
+    }
+
+
+def _link_state(link: Link) -> str:
+    if not link.up:
+        return "down"
+    return "up" if link.carrier else "no-carrier"
+
+
+# -- netlink ------------------------------------------------------------------------
+
+
+@contextmanager
+def netlink() -> Iterator[Any]:
+    """An IPRoute socket in the current network namespace (pyroute2 imported here)."""
+    from pyroute2 import IPRoute
+
+    ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _netlink_errno(err: BaseException) -> int | None:
+    """The errno of a pyroute2 NetlinkError; None for anything else."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return err.code if isinstance(err, NetlinkError) else None
+
+
+def read_links(ipr: Any) -> dict[int, Link]:
+    """Every interface of this namespace by index."""
+    links: dict[int, Link] = {}
+    for msg in ipr.get_links():
+        mac_text = msg.get_attr("IFLA_ADDRESS")
+        mac: bytes | None = None
+        if mac_text:
+            try:
+                mac = announce.parse_mac(mac_text)
+            except ValueError:
+                mac = None
+        links[msg["index"]] = Link(msg["index"], msg.get_attr("IFLA_IFNAME"), msg["flags"], mac)
+    return links
+
+
+def read_addresses(ipr: Any, links: dict[int, Link], version: int) -> list[Assigned]:
+    """Every address of one IP version, on every interface."""
+    from socket import AF_INET, AF_INET6
+
+    found: list[Assigned] = []
+    for msg in ipr.get_addr(family=AF_INET if version == 4 else AF_INET6):
+        # IFA_LOCAL is the address itself; IFA_ADDRESS is the far end on point-to-point
+        text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+        if not text:
+            continue
+        flags = msg.get_attr("IFA_FLAGS")
+        if flags is None:
+            flags = msg["flags"]  # kernels before 3.14 have only the 8 bits of the header
+        link = links.get(msg["index"])
+        found.append(
+            Assigned(
+                index=msg["index"],
+                ifname=link.name if link else f"#{msg['index']}",
+                ip=ipaddress.ip_interface(f"{text}/{msg['prefixlen']}"),
+                label=msg.get_attr("IFA_LABEL"),
+                flags=flags,
+            )
+        )
+    return found
+
+
+def scan(ipr: Any, config: AddressConfig) -> Scan:
+    """Look at the configured interface and every place the configured IP sits."""
+    links = read_links(ipr)
+    link = next((lk for lk in links.values() if lk.name == config.interface), None)
+    addresses = read_addresses(ipr, links, config.ip.version)
+    on_link = tuple(a for a in addresses if link is not None and a.index == link.index)
+    matches = tuple(a for a in addresses if a.ip.ip == config.ip.ip)
+    return Scan(link, on_link, matches)
+
+
+# -- the resource -------------------------------------------------------------------
+
+
+class FloatingAddress(Resource):
+    """The service address that follows the active node."""
+
+    name: ClassVar[str] = "address"
+
+    def __init__(self, config: AddressConfig) -> None:
+        self.config = config
+
+    @property
+    def _v4(self) -> bool:
+        return self.config.ip.version == 4
+
+    def _scan(self) -> Scan:
+        with netlink() as ipr:
+            return scan(ipr, self.config)
+
+    def probe(self) -> Status:
+        """Present or not, on which interface, with which label."""
+        try:
+            found = self._scan()
+        except OSError as err:
+            return Status(State.UNKNOWN, f"cannot read addresses over netlink: {err}")
+        return assess(self.config, found)
+
+    # -- start ----------------------------------------------------------------------
+
+    def start(self, ctx: Context) -> None:
+        """Add the address (after the duplicate probe) and announce it."""
+        config = self.config
+        with netlink() as ipr:
+            found = scan(ipr, config)
+            link = self._usable_link(found)
+            self._refuse_foreign(found)
+            exact = found.exact(config)
+            if exact is not None and exact.dad_failed:
+                # a leftover of an earlier failed start: try again, DAD decides anew
+                log.info("removing %s: it failed duplicate address detection earlier", exact)
+                self._delete(ipr, link)
+                exact = None
+            if exact is None:
+                if self._v4 and config.probe:
+                    self._probe_duplicate(link, ctx)
+                self._add(ipr, link)
+            else:
+                log.info("%s is already on %s", config.ip, link.name)
+            if not self._v4:
+                self._wait_for_dad(ipr, link, ctx)
+        self._announce(link)
+
+    def _usable_link(self, found: Scan) -> Link:
+        name = self.config.interface
+        link = found.link
+        if link is None:
+            raise StepFailed(
+                f"interface {name} does not exist", "check [address] interface in the config"
+            )
+        if not link.up:
+            raise StepFailed(f"interface {name} is down", f"bring it up: ip link set {name} up")
+        if not link.carrier:
+            raise StepFailed(
+                f"interface {name} has no carrier (link down)", "check its cable or switch port"
+            )
+        if self._v4 and self.config.arp_count and link.mac is None:
+            raise StepFailed(
+                f"interface {name} has no Ethernet address: cannot announce {self.config.ip.ip}",
+                "set [address] arp-count = 0 for a non-Ethernet interface",
+            )
+        return link
+
+    def _refuse_foreign(self, found: Scan) -> None:
+        config = self.config
+        elsewhere = found.elsewhere()
+        if elsewhere:
+            other = elsewhere[0]
+            raise Refused(
+                f"{config.ip.ip} is already on another interface: {other}",
+                f"remove it there (ip address del {other.ip} dev {other.ifname}) "
+                f"or fix [address] interface",
+            )
+        mismatched = found.mismatched(config)
+        if mismatched:
+            other = mismatched[0]
+            wanted = f"{config.ip}" + (f" label {config.label}" if self._v4 else "")
+            raise Refused(
+                f"{other} is not as configured ({wanted})",
+                f"remove it (ip address del {other.ip} dev {other.ifname}) or fix [address]",
+            )
+
+    def _probe_duplicate(self, link: Link, ctx: Context) -> None:
+        assert link.mac is not None  # _usable_link made sure (or arp-count is 0)
+        ip = self.config.ip.ip
+        assert isinstance(ip, ipaddress.IPv4Address)
+        with ctx.waiting(f"probing for another holder of {ip}") as line:
+            line.update(f"ARP on {link.name}")
+            try:
+                holder = announce.probe_duplicate(link.name, link.mac, ip)
+            except OSError as err:
+                raise StepFailed(
+                    f"cannot probe {ip} on {link.name}: {err.strerror or err}",
+                    "hanode needs root (CAP_NET_RAW)",
+                ) from err
+        if holder is None:
+            return
+        mac = announce.format_mac(holder)
+        if ctx.force:
+            log.warning("--force: taking %s although %s answers ARP for it", ip, mac)
+            return
+        raise Refused(
+            f"{ip} is in use: {mac} answers ARP for it on {link.name}",
+            "is the peer still holding it? Run `hanode stop` there, or find that host",
+        )
+
+    def _request(self, link: Link) -> dict[str, object]:
+        config = self.config
+        request: dict[str, object] = {
+            "index": link.index,
+            "address": str(config.ip.ip),
+            "prefixlen": config.ip.network.prefixlen,
+        }
+        if self._v4:
+            request["label"] = config.label
+            if config.ip.network.prefixlen < 31:
+                request["broadcast"] = str(config.ip.network.broadcast_address)
+        elif not config.probe:
+            request["flags"] = IFA_F_NODAD  # probe = false: no duplicate address detection
+        return request
+
+    def _add(self, ipr: Any, link: Link) -> None:
+        try:
+            ipr.addr("add", **self._request(link))
+        except Exception as err:
+            code = _netlink_errno(err)
+            if code == errno.EEXIST:
+                return  # added meanwhile: already so
+            if code is None:
+                raise
+            raise StepFailed(
+                f"cannot add {self.config.ip} to {link.name}: {os.strerror(code)}"
+            ) from err
+        log.info("added %s to %s", self.config.ip, link.name)
+
+    def _delete(self, ipr: Any, link: Link) -> bool:
+        """Remove exactly the configured address; False if it was not there."""
+        request = {
+            "index": link.index,
+            "address": str(self.config.ip.ip),
+            "prefixlen": self.config.ip.network.prefixlen,
+        }
+        try:
+            ipr.addr("del", **request)
+        except Exception as err:
+            code = _netlink_errno(err)
+            if code in (errno.EADDRNOTAVAIL, errno.ENODEV):
+                return False  # gone already: already so
+            if code is None:
+                raise
+            raise StepFailed(
+                f"cannot remove {self.config.ip} from {link.name}: {os.strerror(code)}"
+            ) from err
+        return True
+
+    def _wait_for_dad(self, ipr: Any, link: Link, ctx: Context) -> None:
+        config = self.config
+        limit = dad_seconds(link.name) + DAD_MARGIN
+        deadline = time.monotonic() + limit
+        with ctx.waiting(f"duplicate address detection for {config.ip.ip}") as line:
+            while True:
+                exact = scan(ipr, config).exact(config)
+                if exact is None:
+                    raise StepFailed(
+                        f"{config.ip} vanished from {link.name} during duplicate address detection"
+                    )
+                if exact.dad_failed:
+                    self._delete(ipr, link)
+                    raise StepFailed(
+                        f"{config.ip.ip} is in use by another host on {link.name} "
+                        "(IPv6 duplicate address detection failed)",
+                        "is the peer still holding it? Run `hanode stop` there",
+                    )
+                if not exact.tentative:
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StepFailed(
+                        f"duplicate address detection for {config.ip.ip} on {link.name} "
+                        f"did not finish within {limit:g}s"
+                    )
+                line.update(f"tentative, {left:.0f}s left")
+                time.sleep(DAD_POLL)
+
+    def _announce(self, link: Link) -> None:
+        config = self.config
+        if config.arp_count == 0 or link.mac is None:
+            return
+        what = announce.Announcement(
+            link.name, link.index, link.mac, config.ip.ip, config.arp_count
+        )
+        try:
+            announce.announce(what, self._still_ours(link.index))
+        except OSError as err:
+            raise StepFailed(
+                f"cannot announce {config.ip.ip} on {link.name}: {err.strerror or err}",
+                "hanode needs root (CAP_NET_RAW); clients would keep the old MAC for minutes",
+            ) from err
+        log.info("announced %s on %s (%s)", config.ip.ip, link.name, announce.format_mac(link.mac))
+
+    def _still_ours(self, index: int) -> Callable[[], bool]:
+        config = self.config
+
+        def still_ours() -> bool:
+            try:
+                with netlink() as ipr:
+                    found = scan(ipr, config)
+            except Exception:
+                return False
+            exact = found.exact(config)
+            return (
+                exact is not None
+                and exact.index == index
+                and not exact.tentative
+                and not exact.dad_failed
+            )
+
+        return still_ours
+
+    # -- stop -----------------------------------------------------------------------
+
+    def stop(self, ctx: Context) -> None:
+        """Remove the configured address from the interface; nothing else is touched."""
+        config = self.config
+        with netlink() as ipr:
+            found = scan(ipr, config)
+            link = found.link
+            if link is None:
+                log.info("no interface %s: %s is not on it", config.interface, config.ip)
+                return
+            exact = found.exact(config)
+            if exact is not None:
+                self._guard_secondaries(found, exact)
+                if self._delete(ipr, link):
+                    log.info("removed %s from %s", config.ip, link.name)
+            other_prefix = [m for m in found.mismatched(config) if m.ip != config.ip]
+            if other_prefix:
+                # the node would keep answering for the address: the peer could not take it
+                stray = other_prefix[0]
+                raise StepFailed(
+                    f"{stray} remains: not hanode's ({config.ip} is configured)",
+                    f"remove it by hand: ip address del {stray.ip} dev {stray.ifname}",
+                )
+
+    def _guard_secondaries(self, found: Scan, exact: Assigned) -> None:
+        """Refuse to delete a primary IPv4 address whose secondaries the kernel would drop."""
+        if not self._v4 or exact.flags & IFA_F_SECONDARY:
+            return
+        dependants = [
+            a
+            for a in found.on_link
+            if a.flags & IFA_F_SECONDARY and a.ip.network == exact.ip.network and a != exact
+        ]
+        if not dependants or promote_secondaries(exact.ifname):
+            return
+        names = ", ".join(str(a.ip) for a in dependants)
+        raise StepFailed(
+            f"removing {exact.ip} from {exact.ifname} would also remove {names} "
+            f"(it is their primary address and promote_secondaries is off)",
+            f"sysctl -w net.ipv4.conf.{exact.ifname}.promote_secondaries=1, then stop again",
+        )
+
+    # -- plans and checks -----------------------------------------------------------
+
+    def plan_start(self) -> list[str]:
+        """What start would do from the current state."""
+        config = self.config
+        found = self._scan()
+        lines: list[str] = []
+        link = found.link
+        if link is None:
+            return [f"fail: interface {config.interface} does not exist"]
+        if not link.up or not link.carrier:
+            return [f"fail: interface {config.interface} is {_link_state(link)}"]
+        try:
+            self._refuse_foreign(found)
+        except Refused as err:
+            return [f"refuse: {err.message}"]
+        exact = found.exact(config)
+        if exact is None or exact.dad_failed:
+            if self._v4 and config.probe:
+                lines.append(
+                    f"probe {config.ip.ip} for another holder "
+                    f"(ARP on {link.name}, {announce.PROBE_TIMEOUT:g}s at most)"
+                )
+            lines.append(f"add {_spec(self._request(link), config)} to {link.name}")
+        if not self._v4:
+            lines.append("wait for duplicate address detection")
+        if config.arp_count:
+            kind = "gratuitous ARPs" if self._v4 else "unsolicited neighbour advertisements"
+            lines.append(
+                f"announce: {config.arp_count} {kind} "
+                f"{announce.INTERVAL * 1000:.0f} ms apart, the same again "
+                f"{announce.SECOND_BURST_AFTER:g}s later (in the background)"
+            )
+        return lines
+
+    def plan_stop(self) -> list[str]:
+        """What stop would do from the current state."""
+        found = self._scan()
+        exact = found.exact(self.config)
+        if found.link is None or exact is None:
+            return []
+        return [f"remove {self.config.ip} from {self.config.interface}"]
+
+    def check(self) -> list[Finding]:
+        """The interface is there and up, the address is not elsewhere, raw sockets open."""
+        config = self.config
+        findings: list[Finding] = []
+        try:
+            found = self._scan()
+        except OSError as err:
+            return [Finding(Level.ERROR, f"cannot read interfaces over netlink: {err}")]
+        link = found.link
+        name = config.interface
+        if link is None:
+            return [
+                Finding(
+                    Level.ERROR,
+                    f"interface {name} does not exist",
+                    "check [address] interface (ip link lists them)",
+                )
+            ]
+        if not link.up:
+            findings.append(
+                Finding(Level.ERROR, f"interface {name} is down", f"ip link set {name} up")
+            )
+        elif not link.carrier:
+            findings.append(Finding(Level.WARNING, f"interface {name} has no carrier"))
+        if self._v4 and config.arp_count and link.mac is None:
+            findings.append(
+                Finding(
+                    Level.ERROR,
+                    f"interface {name} has no Ethernet address: cannot announce",
+                    "set [address] arp-count = 0",
+                )
+            )
+        if not self._v4 and ipv6_disabled(name):
+            findings.append(
+                Finding(
+                    Level.ERROR,
+                    f"IPv6 is disabled on {name}",
+                    f"sysctl -w net.ipv6.conf.{name}.disable_ipv6=0",
+                )
+            )
+        try:
+            self._refuse_foreign(found)
+        except Refused as err:
+            findings.append(Finding(Level.ERROR, err.message, err.hint))
+        problem = announce.raw_socket_problem(config.ip.version)
+        if problem:
+            findings.append(
+                Finding(Level.ERROR, f"cannot open a raw socket: {problem}", "run hanode as root")
+            )
+        if not findings:
+            where = "present" if found.exact(config) else "not present"
+            findings.append(
+                Finding(Level.OK, f"interface {name} is up; {config.ip} is {where} on it")
+            )
+        return findings
+
+
+def _spec(request: dict[str, object], config: AddressConfig) -> str:
+    text = str(config.ip)
+    if "broadcast" in request:
+        text += f" brd {request['broadcast']}"
+    if "label" in request:
+        text += f" label {request['label']}"
+    if "flags" in request:
+        text += " nodad"
+    return text
+
+
+# -- sysctls ------------------------------------------------------------------------
+
+
+def _sysctl(path: str, default: int) -> int:
+    try:
+        return int(Path("/proc/sys", path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def dad_seconds(ifname: str) -> float:
+    """How long the kernel's IPv6 DAD may take on ``ifname``: random delay + probes."""
+    transmits = _sysctl(f"net/ipv6/conf/{ifname}/dad_transmits", 1)
+    retrans_ms = _sysctl(f"net/ipv6/neigh/{ifname}/retrans_time_ms", 1000)
+    delay = _sysctl(f"net/ipv6/conf/{ifname}/router_solicitation_delay", 1)
+    return delay + transmits * retrans_ms / 1000
+
+
+def promote_secondaries(ifname: str) -> bool:
+    """Whether the kernel keeps secondaries when their primary goes (all OR the device)."""
+    return any(
+        _sysctl(f"net/ipv4/conf/{scope}/promote_secondaries", 0) for scope in ("all", ifname)
+    )
+
+
+def ipv6_disabled(ifname: str) -> bool:
+    """Whether IPv6 is switched off on ``ifname`` (or the kernel has none)."""
+    if not Path("/proc/sys/net/ipv6").exists():
+        return True
+    return _sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", 0) == 1

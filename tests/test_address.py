@@ -1,0 +1,741 @@
+"""The floating address: frames and decisions without root; then real netlink between two
+network namespaces of our own — a "node" with `eth0` and a "peer" on the other end of
+the veth that listens with a raw socket and keeps a neighbour table (arp_accept=1)."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import itertools
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from hanode import announce
+from hanode.config import AddressConfig, parse
+from hanode.errors import ConfigError, Exit, Refused, StatusExit, StepFailed
+from hanode.resources import Context, Level, State
+from hanode.resources.address import (
+    IFA_F_DADFAILED,
+    IFA_F_TENTATIVE,
+    Assigned,
+    FloatingAddress,
+    Link,
+    Scan,
+    assess,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = "/usr/bin/python3"
+V4 = ipaddress.IPv4Interface("192.0.2.10/24")
+V6 = ipaddress.IPv6Interface("2001:db8::10/64")
+PEER_V4 = "192.0.2.1"
+PEER_V6 = "2001:db8::1"
+OLD_MAC = "02:00:00:00:00:99"  # the MAC of "the other node" in the peer's cache
+ETH_P_ALL = 0x0003
+ETH_P_IPV6 = 0x86DD
+
+
+def address_config(
+    ip: ipaddress.IPv4Interface | ipaddress.IPv6Interface = V4, **kw: object
+) -> AddressConfig:
+    values: dict[str, object] = {"ip": ip, "interface": "eth0", "label": "eth0:1", "arp_count": 2}
+    values.update(kw)
+    return AddressConfig(**values)  # type: ignore[arg-type]
+
+
+# -- no root: frames, schedule, decisions ------------------------------------------
+
+MAC = bytes.fromhex("020000000001")
+
+
+def test_gratuitous_arp_frame_layout() -> None:
+    frame = announce.gratuitous_arp(MAC, V4.ip)
+    assert len(frame) == 60  # padded to the Ethernet minimum
+    dst, src, ethertype = struct.unpack_from("!6s6sH", frame)
+    assert (dst, src, ethertype) == (b"\xff" * 6, MAC, 0x0806)
+    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = struct.unpack_from(
+        "!HHBBH6s4s6s4s", frame, 14
+    )
+    assert (htype, ptype, hlen, plen, op) == (1, 0x0800, 6, 4, 1)
+    assert sha == MAC and spa == tpa == V4.ip.packed and tha == b"\x00" * 6
+    assert frame[42:] == b"\x00" * 18
+
+
+def test_arp_probe_has_no_sender_ip_and_parses_back() -> None:
+    arp = announce.parse_arp(announce.arp_probe(MAC, V4.ip))
+    assert arp is not None
+    assert arp.op == announce.ARPOP_REQUEST
+    assert arp.sender_ip.is_unspecified
+    assert arp.target_ip == V4.ip and arp.sender_mac == MAC
+
+
+def test_parse_arp_ignores_other_frames() -> None:
+    assert announce.parse_arp(b"\x00" * 10) is None
+    ipv4_frame = struct.pack("!6s6sH", b"\xff" * 6, MAC, 0x0800) + b"\x00" * 46
+    assert announce.parse_arp(ipv4_frame) is None
+
+
+def test_neighbour_advertisement_layout() -> None:
+    packet = announce.neighbour_advertisement(MAC, V6.ip)
+    kind, code, checksum, flags = struct.unpack_from("!BBHI", packet)
+    assert (kind, code, checksum) == (136, 0, 0)
+    assert flags == 0x20000000  # override only: not a router, not solicited
+    assert packet[8:24] == V6.ip.packed
+    assert packet[24:] == bytes([2, 1]) + MAC
+
+
+def test_schedule_two_bursts() -> None:
+    assert announce.schedule(0) == []
+    assert announce.schedule(1) == [0.0, 2.0]
+    times = announce.schedule(3)
+    assert times == pytest.approx([0.0, 0.2, 0.4, 2.4, 2.6, 2.8])
+
+
+def test_mac_round_trip() -> None:
+    assert announce.format_mac(announce.parse_mac("02:00:00:00:00:01")) == "02:00:00:00:00:01"
+    with pytest.raises(ValueError, match="not an Ethernet MAC"):
+        announce.parse_mac("00:11")
+
+
+def _assigned(ip: str, label: str | None = "eth0:1", index: int = 2, flags: int = 0) -> Assigned:
+    return Assigned(
+        index, "eth0" if index == 2 else "eth1", ipaddress.ip_interface(ip), label, flags
+    )
+
+
+LINK = Link(2, "eth0", 0x10001, MAC)
+
+
+@pytest.mark.parametrize(
+    ("matches", "state", "words", "present"),
+    [
+        ((), State.DOWN, "not on eth0", False),
+        ((_assigned("192.0.2.10/24"),), State.UP, "label eth0:1", True),
+        ((_assigned("192.0.2.10/24", label="eth0"),), State.PARTIAL, "not as configured", True),
+        ((_assigned("192.0.2.10/16"),), State.PARTIAL, "192.0.2.10/16", False),
+        ((_assigned("192.0.2.10/24", index=3),), State.DOWN, "but on eth1", False),
+    ],
+)
+def test_assess_v4(matches: tuple[Assigned, ...], state: State, words: str, present: bool) -> None:
+    status = assess(address_config(), Scan(LINK, matches, matches))
+    assert status.state is state
+    assert words in status.summary
+    assert status.details["interface"] == "eth0" and status.details["label"] == "eth0:1"
+    assert status.details["present"] is present
+
+
+@pytest.mark.parametrize(
+    ("flags", "state", "words"),
+    [
+        (0, State.UP, "2001:db8::10/64 on eth0"),
+        (IFA_F_TENTATIVE, State.PARTIAL, "tentative"),
+        (IFA_F_TENTATIVE | IFA_F_DADFAILED, State.PARTIAL, "detection failed"),
+    ],
+)
+def test_assess_v6(flags: int, state: State, words: str) -> None:
+    found = (_assigned("2001:db8::10/64", label=None, flags=flags),)
+    status = assess(address_config(V6), Scan(LINK, found, found))
+    assert status.state is state and words in status.summary
+
+
+def test_assess_missing_interface_is_unknown() -> None:
+    status = assess(address_config(), Scan(None, (), ()))
+    assert status.state is State.UNKNOWN
+    assert "eth0 does not exist" in status.summary
+
+
+def _toml(label: str) -> str:
+    return f'[address]\nip = "192.0.2.10/24"\ninterface = "eth0"\nlabel = "{label}"\n'
+
+
+def test_label_too_long_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="at most 15") as caught:
+        parse(_toml("eth0:verylonglabel"), Path("hanode.toml"))
+    assert caught.value.code is Exit.USAGE
+    assert "hanode.toml:4" in str(caught.value)
+
+
+def test_label_of_another_interface_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="must start with the interface name"):
+        parse(_toml("eth1:1"), Path("hanode.toml"))
+
+
+# -- namespaces ---------------------------------------------------------------------
+
+_serial = itertools.count()
+
+
+def ip(*args: str) -> str:
+    """Run iproute2 (the tests' tool for setting the scene; hanode itself never does)."""
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def ipj(*args: str) -> list[dict[str, object]]:
+    out = ip("-j", *args).strip()
+    return json.loads(out) if out else []
+
+
+@contextlib.contextmanager
+def inside(netns: str) -> Iterator[None]:
+    """Run this thread in ``netns`` for a while: sockets opened meanwhile stay there."""
+    from pyroute2.netns import setns
+
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        setns(netns, flags=0)
+        try:
+            yield
+        finally:
+            setns(home, flags=0)
+    finally:
+        os.close(home)
+
+
+@dataclass
+class Pair:
+    node: str
+    peer: str
+    node_mac: str
+    peer_mac: str
+
+    def node_addresses(self, dev: str = "eth0") -> list[dict[str, object]]:
+        links = ipj("-n", self.node, "address", "show", "dev", dev)
+        return list(links[0]["addr_info"]) if links else []  # type: ignore[call-overload]
+
+    def node_address_set(self) -> set[tuple[object, object, object]]:
+        return {(a["local"], a["prefixlen"], a.get("label")) for a in self.node_addresses()}
+
+    def node_has(self, addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bool:
+        return any(
+            a["local"] == str(addr.ip) and a["prefixlen"] == addr.network.prefixlen
+            for a in self.node_addresses()
+        )
+
+    def peer_neighbour(self, addr: str) -> str | None:
+        entries = ipj("-n", self.peer, "neigh", "show", "to", addr, "dev", "veth0")
+        return str(entries[0].get("lladdr")) if entries and "lladdr" in entries[0] else None
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    """node (eth0, 192.0.2.2/24) <-veth-> peer (veth0, 192.0.2.1/24, arp_accept=1)."""
+    tag = f"hat{os.getpid()}-{next(_serial)}"
+    node, peer = f"{tag}-node", f"{tag}-peer"
+    ip("netns", "add", node)
+    try:
+        ip("netns", "add", peer)
+        ip(
+            "-n",
+            node,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth0",
+            "netns",
+            peer,
+        )
+        for ns, dev in ((node, "eth0"), (peer, "veth0")):
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "link", "set", dev, "up")
+        ip("-n", node, "address", "add", "192.0.2.2/24", "dev", "eth0")
+        ip("-n", peer, "address", "add", f"{PEER_V4}/24", "dev", "veth0")
+        ip("-n", peer, "address", "add", f"{PEER_V6}/64", "dev", "veth0", "nodad")
+        with inside(peer):
+            for conf in ("all", "veth0"):
+                Path(f"/proc/sys/net/ipv4/conf/{conf}/arp_accept").write_text("1\n")
+        mac = {
+            ns: str(ipj("-n", ns, "link", "show", "dev", dev)[0]["address"])
+            for ns, dev in ((node, "eth0"), (peer, "veth0"))
+        }
+        yield Pair(node, peer, mac[node], mac[peer])
+    finally:
+        for ns in (node, peer):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+class Capture:
+    """A raw socket in the peer namespace: every frame veth0 receives, with its time."""
+
+    def __init__(self, pair: Pair, ethertype: int = announce.ETH_P_ARP) -> None:
+        with inside(pair.peer):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
+            self.sock.bind(("veth0", ethertype))
+        self.frames: list[tuple[float, bytes]] = []
+
+    def collect(self, seconds: float) -> list[tuple[float, bytes]]:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.sock], [], [], left)
+            if readable:
+                data, address = self.sock.recvfrom(4096)
+                if address[2] != announce.PACKET_OUTGOING:
+                    self.frames.append((time.monotonic(), data))
+        return self.frames
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def capture(pair: Pair, ethertype: int = announce.ETH_P_ARP) -> Iterator[Capture]:
+    cap = Capture(pair, ethertype)
+    try:
+        yield cap
+    finally:
+        cap.close()
+
+
+def garps(
+    frames: list[tuple[float, bytes]], addr: ipaddress.IPv4Address
+) -> list[tuple[float, announce.Arp]]:
+    found = []
+    for when, frame in frames:
+        arp = announce.parse_arp(frame)
+        if arp and arp.sender_ip == addr and arp.target_ip == addr:
+            found.append((when, arp))
+    return found
+
+
+def node_start(pair: Pair, config: AddressConfig, ctx: Context | None = None) -> float:
+    began = time.monotonic()
+    with inside(pair.node):
+        FloatingAddress(config).start(ctx or Context())
+    return time.monotonic() - began
+
+
+def node_stop(pair: Pair, config: AddressConfig) -> None:
+    with inside(pair.node):
+        FloatingAddress(config).stop(Context())
+
+
+def node_probe(pair: Pair, config: AddressConfig) -> tuple[State, str, dict[str, object]]:
+    with inside(pair.node):
+        status = FloatingAddress(config).probe()
+    return status.state, status.summary, dict(status.details)
+
+
+# -- IPv4 ---------------------------------------------------------------------------
+
+
+@pytest.mark.root
+def test_start_adds_probes_and_announces_in_two_bursts(pair: Pair) -> None:
+    config = address_config(arp_count=2)
+    with capture(pair) as cap:
+        began = time.monotonic()
+        took = node_start(pair, config)
+        frames = cap.collect(3.5)
+    assert took < 1.6, f"start blocked for {took:.2f}s: the bursts must not hold it"
+
+    info = [a for a in pair.node_addresses() if a["local"] == "192.0.2.10"]
+    assert len(info) == 1
+    assert info[0]["prefixlen"] == 24
+    assert info[0]["broadcast"] == "192.0.2.255"
+    assert info[0]["label"] == "eth0:1"
+    assert info[0].get("secondary") is True  # the node's own 192.0.2.2 stays primary
+
+    probes = [
+        announce.parse_arp(f)
+        for _, f in frames
+        if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified
+    ]
+    assert len(probes) == announce.PROBE_SENDS
+    assert all(p and p.target_ip == V4.ip for p in probes)
+
+    sent = garps(frames, V4.ip)
+    assert len(sent) == 4, [str(a) for _, a in sent]
+    node_mac = announce.parse_mac(pair.node_mac)
+    for _, arp in sent:
+        assert arp.sender_mac == node_mac
+        assert arp.op == announce.ARPOP_REQUEST
+    offsets = [when - began for when, _ in sent]
+    assert offsets[1] - offsets[0] == pytest.approx(0.2, abs=0.1)
+    assert offsets[2] - offsets[1] == pytest.approx(2.0, abs=0.3)  # the second burst
+    assert offsets[3] - offsets[2] == pytest.approx(0.2, abs=0.1)
+    for _, frame in frames:
+        if announce.parse_arp(frame) and announce.parse_arp(frame).sender_ip == V4.ip:  # type: ignore[union-attr]
+            assert frame[:6] == b"\xff" * 6  # broadcast, so every host updates
+
+    # arp_accept=1: the peer learnt the address from the announcement alone
+    assert pair.peer_neighbour("192.0.2.10") == pair.node_mac
+    state, summary, details = node_probe(pair, config)
+    assert state is State.UP, summary
+    assert details["present"] is True and details["label"] == "eth0:1"
+
+
+@pytest.mark.root
+def test_announcement_moves_the_peer_off_the_old_mac(pair: Pair) -> None:
+    """The failover case: the peer's cache still points at the old node."""
+    ip(
+        "-n",
+        pair.peer,
+        "neigh",
+        "replace",
+        "192.0.2.10",
+        "lladdr",
+        OLD_MAC,
+        "dev",
+        "veth0",
+        "nud",
+        "stale",
+    )
+    assert pair.peer_neighbour("192.0.2.10") == OLD_MAC
+    node_start(pair, address_config(arp_count=1, probe=False))
+    deadline = time.monotonic() + 1.0
+    while pair.peer_neighbour("192.0.2.10") != pair.node_mac and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pair.peer_neighbour("192.0.2.10") == pair.node_mac
+
+
+@pytest.mark.root
+def test_probe_false_sends_no_probe(pair: Pair) -> None:
+    with capture(pair) as cap:
+        took = node_start(pair, address_config(arp_count=1, probe=False))
+        frames = cap.collect(0.5)
+    assert took < 0.5
+    assert len(garps(frames, V4.ip)) == 1
+    assert not [f for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified]
+
+
+@pytest.mark.root
+def test_duplicate_probe_refuses_and_names_the_mac(pair: Pair) -> None:
+    ip("-n", pair.peer, "address", "add", "192.0.2.10/24", "dev", "veth0")
+    config = address_config()
+    with pytest.raises(Refused) as caught:
+        node_start(pair, config)
+    assert caught.value.code is Exit.REFUSED
+    assert pair.peer_mac in caught.value.message
+    assert "192.0.2.10 is in use" in caught.value.message
+    assert not pair.node_has(V4)  # nothing touched
+    state, _, _ = node_probe(pair, config)
+    assert state is State.DOWN
+
+
+@pytest.mark.root
+def test_force_takes_the_address_despite_an_answer(pair: Pair) -> None:
+    ip("-n", pair.peer, "address", "add", "192.0.2.10/24", "dev", "veth0")
+    node_start(pair, address_config(arp_count=1), Context(force=True))
+    assert pair.node_has(V4)
+
+
+@pytest.mark.root
+def test_interface_down_fails_naming_it(pair: Pair) -> None:
+    ip("-n", pair.node, "link", "set", "eth0", "down")
+    config = address_config()
+    with pytest.raises(StepFailed, match="interface eth0 is down") as caught:
+        node_start(pair, config)
+    assert caught.value.code is Exit.FAILED
+    assert "ip link set eth0 up" in str(caught.value)
+    assert not pair.node_has(V4)
+    with inside(pair.node):
+        findings = FloatingAddress(config).check()
+    assert [f.level for f in findings] == [Level.ERROR]
+    assert "eth0 is down" in findings[0].message
+
+
+@pytest.mark.root
+def test_no_carrier_fails(pair: Pair) -> None:
+    ip("-n", pair.peer, "link", "set", "veth0", "down")  # our end loses its carrier
+    with pytest.raises(StepFailed, match="eth0 has no carrier"):
+        node_start(pair, address_config())
+
+
+@pytest.mark.root
+def test_missing_interface_fails_and_probes_unknown(pair: Pair) -> None:
+    config = address_config(interface="eth7", label="eth7:1")
+    with pytest.raises(StepFailed, match="interface eth7 does not exist"):
+        node_start(pair, config)
+    state, summary, _ = node_probe(pair, config)
+    assert state is State.UNKNOWN and "eth7" in summary
+    node_stop(pair, config)  # nothing to remove: fine
+
+
+@pytest.mark.root
+def test_start_and_stop_twice_touch_nothing_else(pair: Pair) -> None:
+    before = pair.node_address_set()
+    config = address_config(arp_count=1)
+    node_start(pair, config)
+    with capture(pair) as cap:
+        node_start(pair, config)  # already there: no second add, still announced
+        frames = cap.collect(0.5)
+    probes = [f for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified]
+    assert not probes, "an address already held is not probed for again"
+    assert len(garps(frames, V4.ip)) == 1
+    assert len([a for a in pair.node_addresses() if a["local"] == "192.0.2.10"]) == 1
+    assert node_probe(pair, config)[0] is State.UP
+
+    node_stop(pair, config)
+    node_stop(pair, config)
+    assert pair.node_address_set() == before
+    state, summary, details = node_probe(pair, config)
+    assert state is State.DOWN and details["present"] is False, summary
+
+
+@pytest.mark.root
+def test_stop_before_the_second_burst_silences_it(pair: Pair) -> None:
+    config = address_config(arp_count=2, probe=False)
+    with capture(pair) as cap:
+        node_start(pair, config)
+        node_stop(pair, config)
+        stopped = time.monotonic()
+        frames = cap.collect(3.0)
+    late = [when for when, _ in garps(frames, V4.ip) if when > stopped + 0.05]
+    assert not late, "an address no longer ours was announced"
+    assert garps(frames, V4.ip)  # the first frame did go out
+
+
+@pytest.mark.root
+def test_address_on_another_interface_is_refused(pair: Pair) -> None:
+    ip("-n", pair.node, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p")
+    for dev in ("eth1", "eth1p"):
+        ip("-n", pair.node, "link", "set", dev, "up")
+    ip("-n", pair.node, "address", "add", "192.0.2.10/24", "dev", "eth1")
+    config = address_config()
+    with pytest.raises(Refused, match="192.0.2.10 is already on another interface: .*eth1"):
+        node_start(pair, config)
+    assert not pair.node_has(V4)
+    state, summary, _ = node_probe(pair, config)
+    assert state is State.DOWN and "but on eth1" in summary
+    node_stop(pair, config)  # not ours: left alone
+    assert ipj("-n", pair.node, "address", "show", "dev", "eth1")[0]["addr_info"]
+    with inside(pair.node):
+        findings = FloatingAddress(config).check()
+    assert any(f.level is Level.ERROR and "eth1" in f.message for f in findings)
+
+
+@pytest.mark.root
+def test_wrong_label_is_refused_but_stop_removes_it(pair: Pair) -> None:
+    ip("-n", pair.node, "address", "add", "192.0.2.10/24", "dev", "eth0")  # label eth0
+    config = address_config()
+    state, _, _ = node_probe(pair, config)
+    assert state is State.PARTIAL
+    with pytest.raises(Refused, match="not as configured"):
+        node_start(pair, config)
+    node_stop(pair, config)
+    assert not pair.node_has(V4)
+    assert pair.node_has(ipaddress.IPv4Interface("192.0.2.2/24"))
+
+
+@pytest.mark.root
+def test_stop_keeps_secondaries_of_a_primary_floating_address(pair: Pair) -> None:
+    ip("-n", pair.node, "address", "flush", "dev", "eth0")
+    config = address_config(arp_count=0, probe=False)
+    node_start(pair, config)  # alone in its subnet: the floating address is primary
+    ip("-n", pair.node, "address", "add", "192.0.2.20/24", "dev", "eth0")
+    flags = {
+        a["local"]: a.get("secondary", False)
+        for a in pair.node_addresses()
+        if "." in str(a["local"])
+    }
+    assert flags == {"192.0.2.10": False, "192.0.2.20": True}
+    with inside(pair.node):
+        Path("/proc/sys/net/ipv4/conf/all/promote_secondaries").write_text("0\n")
+        Path("/proc/sys/net/ipv4/conf/eth0/promote_secondaries").write_text("0\n")
+    with pytest.raises(StepFailed, match="would also remove 192.0.2.20/24"):
+        node_stop(pair, config)
+    assert pair.node_has(V4)  # nothing removed
+    with inside(pair.node):
+        Path("/proc/sys/net/ipv4/conf/eth0/promote_secondaries").write_text("1\n")
+    node_stop(pair, config)
+    assert not pair.node_has(V4)
+    assert pair.node_has(ipaddress.IPv4Interface("192.0.2.20/24"))
+
+
+@pytest.mark.root
+def test_plans_follow_the_state(pair: Pair) -> None:
+    config = address_config(arp_count=3)
+    resource = FloatingAddress(config)
+    with inside(pair.node):
+        plan = resource.plan_start()
+        assert resource.plan_stop() == []
+    assert plan[0].startswith("probe 192.0.2.10")
+    assert plan[1] == "add 192.0.2.10/24 brd 192.0.2.255 label eth0:1 to eth0"
+    assert plan[2].startswith("announce: 3 gratuitous ARPs 200 ms apart")
+    assert not pair.node_has(V4)  # planning changed nothing
+    node_start(pair, config)
+    with inside(pair.node):
+        assert resource.plan_stop() == ["remove 192.0.2.10/24 from eth0"]
+        findings = resource.check()
+    assert [f.level for f in findings] == [Level.OK]
+
+
+# -- IPv6 ---------------------------------------------------------------------------
+
+
+def icmp6(frames: list[tuple[float, bytes]]) -> list[tuple[float, bytes, bytes]]:
+    """(time, Ethernet + IPv6 header, ICMPv6 message) of every ICMPv6 frame."""
+    found = []
+    for when, frame in frames:
+        if len(frame) < 58 or struct.unpack_from("!H", frame, 12)[0] != ETH_P_IPV6:
+            continue
+        if frame[14 + 6] == socket.IPPROTO_ICMPV6:
+            found.append((when, frame[:54], frame[54:]))
+    return found
+
+
+@pytest.mark.root
+def test_ipv6_waits_for_dad_then_advertises(pair: Pair) -> None:
+    ip(
+        "-n",
+        pair.peer,
+        "-6",
+        "neigh",
+        "replace",
+        str(V6.ip),
+        "lladdr",
+        OLD_MAC,
+        "dev",
+        "veth0",
+        "nud",
+        "stale",
+    )
+    config = address_config(V6, arp_count=2)
+    with capture(pair, ETH_P_IPV6) as cap:
+        took = node_start(pair, config)
+        frames = cap.collect(3.0)
+    info = [a for a in pair.node_addresses() if a["local"] == str(V6.ip)]
+    assert len(info) == 1 and info[0]["prefixlen"] == 64
+    assert not info[0].get("tentative") and not info[0].get("dadfailed")
+    assert took < 5.0
+
+    # DAD ran: the kernel's neighbour solicitation from :: went out before the NAs
+    messages = icmp6(frames)
+    dad = [
+        when
+        for when, header, body in messages
+        if body[0] == 135 and header[14 + 8 : 14 + 24] == bytes(16) and body[8:24] == V6.ip.packed
+    ]
+    assert dad, "no duplicate address detection solicitation was seen"
+    nas = [(when, header, body) for when, header, body in messages if body[0] == 136]
+    assert dad[0] < nas[0][0]
+    assert len(nas) == 4, len(nas)
+    node_mac = announce.parse_mac(pair.node_mac)
+    for _, header, body in nas:
+        assert header[:6] == bytes.fromhex("333300000001")  # to ff02::1
+        assert header[14 + 7] == 255  # hop limit
+        assert header[14 + 8 : 14 + 24] == V6.ip.packed  # from the address itself
+        assert header[14 + 24 : 14 + 40] == ipaddress.IPv6Address("ff02::1").packed
+        flags = struct.unpack_from("!I", body, 4)[0]
+        assert flags == 0x20000000  # override, unsolicited
+        assert body[8:24] == V6.ip.packed
+        assert body[24:32] == bytes([2, 1]) + node_mac
+    assert pair.peer_neighbour(str(V6.ip)) == pair.node_mac
+    assert node_probe(pair, config)[0] is State.UP
+    node_stop(pair, config)
+    assert not pair.node_has(V6)
+
+
+@pytest.mark.root
+def test_ipv6_dad_failure_fails_and_removes_the_address(pair: Pair) -> None:
+    ip("-n", pair.peer, "address", "add", str(V6), "dev", "veth0", "nodad")
+    config = address_config(V6)
+    with pytest.raises(StepFailed, match="duplicate address detection failed") as caught:
+        node_start(pair, config)
+    assert caught.value.code is Exit.FAILED
+    assert not pair.node_has(V6)
+
+
+@pytest.mark.root
+def test_ipv6_probe_false_skips_dad(pair: Pair) -> None:
+    config = address_config(V6, arp_count=1, probe=False)
+    took = node_start(pair, config)
+    assert took < 0.8
+    info = [a for a in pair.node_addresses() if a["local"] == str(V6.ip)]
+    assert info and not info[0].get("tentative")
+
+
+# -- through the CLI ----------------------------------------------------------------
+
+
+def _cli(pair: Pair, tmp_path: Path, verb: str, config: str) -> tuple[int, str, float]:
+    path = tmp_path / "hanode.toml"
+    path.write_text(config)
+    env = dict(os.environ, HANODE_RUN_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    began = time.monotonic()
+    argv = ["ip", "netns", "exec", pair.node, PYTHON, "-m", "hanode", "-c", str(path)]
+    done = subprocess.run(
+        [*argv, "--insecure-config", verb],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr, time.monotonic() - began
+
+
+CLI_CONFIG = textwrap.dedent(
+    """\
+    [address]
+    ip = "192.0.2.10/24"
+    interface = "eth0"
+    arp-count = 3
+    """
+)
+
+
+@pytest.mark.root
+def test_cli_start_returns_before_the_second_burst_and_releases_the_lock(
+    pair: Pair, tmp_path: Path
+) -> None:
+    if not (ROOT / "hanode" / "cli.py").exists():
+        pytest.skip("hanode.cli not there yet")
+    with capture(pair) as cap:
+        code, output, took = _cli(pair, tmp_path, "start", CLI_CONFIG)
+        assert code == Exit.OK, output
+        # the detached announcer holds neither hanode's stdout nor /run/hanode.lock
+        assert took < 2.5, f"hanode start took {took:.2f}s"
+        code, output, _ = _cli(pair, tmp_path, "status", CLI_CONFIG)
+        assert code == StatusExit.ALL_UP, output
+        frames = cap.collect(3.5)
+    assert len(garps(frames, V4.ip)) == 6
+    code, output, _ = _cli(pair, tmp_path, "stop", CLI_CONFIG)
+    assert code == Exit.OK, output
+    code, output, _ = _cli(pair, tmp_path, "status", CLI_CONFIG)
+    assert code == StatusExit.ALL_DOWN, output
+
+
+@pytest.mark.root
+def test_cli_stop_right_after_start_is_not_locked_out(pair: Pair, tmp_path: Path) -> None:
+    if not (ROOT / "hanode" / "cli.py").exists():
+        pytest.skip("hanode.cli not there yet")
+    code, output, _ = _cli(pair, tmp_path, "start", CLI_CONFIG)
+    assert code == Exit.OK, output
+    code, output, _ = _cli(pair, tmp_path, "stop", CLI_CONFIG)
+    assert code == Exit.OK, output  # not "another hanode is running"
+    assert not pair.node_has(V4)
+
+
+@pytest.mark.root
+def test_cli_refusal_exits_4(pair: Pair, tmp_path: Path) -> None:
+    if not (ROOT / "hanode" / "cli.py").exists():
+        pytest.skip("hanode.cli not there yet")
+    ip("-n", pair.peer, "address", "add", "192.0.2.10/24", "dev", "veth0")
+    code, output, _ = _cli(pair, tmp_path, "start", CLI_CONFIG)
+    assert code == Exit.REFUSED, output
+    assert pair.peer_mac in output
+
+
+def test_address_config_replace_keeps_types() -> None:
+    """The tests build configs by hand: they must stay what config.py makes."""
+    text = '[address]\nip = "192.0.2.10/24"\ninterface = "eth0"\narp-count = 2\n'
+    loaded = parse(text, Path("t.toml")).address
+    assert loaded == address_config()
+    assert replace(loaded, probe=False) == address_config(probe=False)  # type: ignore[type-var]
