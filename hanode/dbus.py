@@ -211,7 +211,9 @@ class Systemd:
         body: tuple[Any, ...] = (),
     ) -> tuple[Any, ...]:
         address = DBusAddress(path, bus_name=SYSTEMD, interface=interface)
-        return self._send(new_method_call(address, method, signature, body), method)
+        # Name the call with its first argument (the unit), so an error says which.
+        what = f"{method}({body[0]})" if body and isinstance(body[0], str) else method
+        return self._send(new_method_call(address, method, signature, body), what)
 
     def _properties(self, path: str, interface: str) -> dict[str, Any]:
         (props,) = self._call(path, PROPERTIES, "GetAll", "s", (interface,))

@@ -70,10 +70,18 @@ def conf_dir(tmp_path: Path) -> Path:
     return conf
 
 
+# HANODE_TEST_JEEPNEY=DIR (a jeepney package directory, e.g. 0.9 from pip --target) runs
+# hanode in the container with that jeepney instead of Debian 12's 0.8.
+OTHER_JEEPNEY = os.environ.get("HANODE_TEST_JEEPNEY")
+
+
 @pytest.fixture
 def box(rootfs: Path, conf_dir: Path) -> Iterator[Any]:
     """A freshly booted container; powered off (or killed) whatever the test did."""
-    container = nspawn.Container(rootfs, binds={conf_dir: "/opt/hanode-conf"})
+    binds = {conf_dir: "/opt/hanode-conf"}
+    if OTHER_JEEPNEY:
+        binds[Path(OTHER_JEEPNEY)] = "/opt/hanode/jeepney"  # first on PYTHONPATH
+    container = nspawn.Container(rootfs, binds=binds)
     container.boot()
     try:
         yield container
@@ -120,6 +128,14 @@ def jobs(box: Any) -> str:
 
 
 # -- start and stop --------------------------------------------------------------------
+
+
+@pytest.mark.systemd
+def test_hanode_runs_on_the_jeepney_under_test(box: Any) -> None:
+    probe = "import jeepney; print(jeepney.__file__)"
+    where = box.run(["/usr/bin/python3", "-c", probe]).stdout.strip()
+    expected = "/opt/hanode/jeepney/" if OTHER_JEEPNEY else "/usr/lib/python3/dist-packages/"
+    assert where.startswith(expected), where
 
 
 @pytest.mark.systemd
