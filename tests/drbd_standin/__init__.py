@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from drbd_standin.fixtures import Catalog, fixtures_root, load
-from drbd_standin.machine import PROC_FILE, Machine, initial_state, view
+from drbd_standin.fixtures import Catalog, fixtures_root, load, save_cache
+from drbd_standin.machine import CAPTURES_FILE, PROC_FILE, Machine, initial_state, view
 
 BIN = Path(__file__).resolve().parent / "bin"
 
@@ -35,7 +35,9 @@ class StandIn:
             link = self.bin_dir / tool
             if not link.exists():
                 link.symlink_to(BIN / tool)
-        self.machine = Machine(directory, Catalog(load()))
+        captures = load()
+        save_cache(captures, directory / CAPTURES_FILE)
+        self.machine = Machine(directory, Catalog(captures))
         initial = initial_state(node)
         initial.update(state)
         self.machine.write(initial)

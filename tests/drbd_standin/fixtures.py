@@ -7,10 +7,12 @@ line. Nothing is retyped here: the stand-in answers with these bytes.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # The repository sits next to ../shared/fixtures; HANODE_DRBD_FIXTURES overrides.
@@ -75,13 +77,27 @@ def parse_file(text: str, scenario: str, stage: str) -> list[Capture]:
 
 def load(root: Path | None = None) -> list[Capture]:
     """Every capture of every scenario, in file order."""
-    root = root or fixtures_root()
+    return list(_load(root or fixtures_root()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(root: Path) -> tuple[Capture, ...]:
     captures: list[Capture] = []
     for path in sorted(root.glob("*/*.txt")):
         captures.extend(parse_file(path.read_text(), path.parent.name, path.stem))
     if not captures:
         raise FileNotFoundError(f"no DRBD captures under {root}")
-    return captures
+    return tuple(captures)
+
+
+def save_cache(captures: Iterable[Capture], path: Path) -> None:
+    """The captures as JSON: the stand-in's tools start faster reading one file."""
+    path.write_text(json.dumps([asdict(capture) for capture in captures]))
+
+
+def load_cache(path: Path) -> list[Capture]:
+    """Captures saved by save_cache."""
+    return [Capture(**item) for item in json.loads(path.read_text())]
 
 
 StateKey = tuple[str, str, str, str, str]  # role, peer role, cstate, disk, peer disk

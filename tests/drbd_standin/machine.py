@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drbd_standin.fixtures import Catalog, StateKey, load
+from drbd_standin.fixtures import Catalog, StateKey, load, load_cache
 
 STATE_FILE = "state.json"
 PROC_FILE = "proc_drbd"
+CAPTURES_FILE = "captures.json"  # the fixtures, read once by the test and saved here
 CONNECTED = {
     "Connected",
     "SyncSource",
@@ -100,7 +101,10 @@ class Machine:
 
     def __init__(self, directory: Path, catalog: Catalog | None = None) -> None:
         self.directory = directory
-        self.catalog = catalog or Catalog(load())
+        if catalog is None:
+            cache = directory / CAPTURES_FILE
+            catalog = Catalog(load_cache(cache) if cache.exists() else load())
+        self.catalog = catalog
 
     @contextmanager
     def changing(self) -> Iterator[dict[str, Any]]:
