@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -64,14 +63,14 @@ def find_holders(
     if not devices:
         return []
     excluded = protected_pids() if exclude_pids is None else exclude_pids
-    map_devices = _map_device_fields(devices)
+    scan = _Scan(devices, include_device_nodes)
     holders: list[Holder] = []
     for pid in _pids():
         if pid in excluded:
             continue
-        reasons = _reasons(pid, devices, map_devices, include_device_nodes)
-        if reasons:
-            holders.append(Holder(pid, _name(pid), tuple(reasons)))
+        holder = scan.process(pid)
+        if holder is not None:
+            holders.append(holder)
     return holders
 
 
@@ -79,74 +78,107 @@ def _pids() -> list[int]:
     return sorted(int(entry) for entry in os.listdir(_PROC) if entry.isdigit())
 
 
-def _name(pid: int) -> str:
+class _Scan:
+    """One walk's matching rules; each process is read through a /proc/PID directory fd.
+
+    The directory fd pins the process: if it exits and its pid is reused mid-walk, reads
+    fail (ESRCH/ENOENT) instead of silently reading the new process.
+    """
+
+    def __init__(self, devices: set[int], device_nodes: bool) -> None:
+        self.devices = devices
+        self.device_nodes = device_nodes
+        # /proc/PID/maps prints the device as "%02x:%02x" of major and minor (proc(5))
+        self.map_fields = {_map_field(dev) for dev in devices}
+        self.map_needles = [b" " + field + b" " for field in self.map_fields]
+
+    def process(self, pid: int) -> Holder | None:
+        try:
+            directory = os.open(f"{_PROC}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None  # gone already
+        try:
+            reasons = self._links(directory) + self._fds(directory) + self._maps(directory)
+            return Holder(pid, _name(directory), tuple(reasons)) if reasons else None
+        finally:
+            os.close(directory)
+
+    def _on_devices(self, st: os.stat_result, device_nodes: bool) -> bool:
+        if st.st_dev in self.devices:
+            return True
+        # an fd on the block device node itself (e.g. a tool holding /dev/drbd1 open)
+        return device_nodes and stat.S_ISBLK(st.st_mode) and st.st_rdev in self.devices
+
+    def _links(self, directory: int) -> list[str]:
+        reasons = []
+        for link in ("cwd", "root", "exe"):
+            try:
+                # stat() of a /proc magic link reaches the inode directly, even if deleted
+                if self._on_devices(os.stat(link, dir_fd=directory), device_nodes=False):
+                    reasons.append(link)
+            except _VANISHED:
+                continue  # gone, a kernel thread (no exe), or not ours to read
+        return reasons
+
+    def _fds(self, directory: int) -> list[str]:
+        try:
+            listing = os.open("fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=directory)
+        except _VANISHED:
+            return []
+        try:
+            fds = os.listdir(listing)
+        except _VANISHED:
+            return []
+        finally:
+            os.close(listing)
+        reasons = []
+        for fd in sorted(fds, key=int):
+            link = f"fd/{fd}"
+            try:
+                if not self._on_devices(os.stat(link, dir_fd=directory), self.device_nodes):
+                    continue
+                target = os.readlink(link, dir_fd=directory)
+            except _VANISHED:
+                continue  # closed (or the process ended) between listdir and stat
+            reasons.append(f"fd {fd} {target}")
+        return reasons
+
+    def _maps(self, directory: int) -> list[str]:
+        try:
+            text = _read(directory, "maps")
+        except OSError:
+            return []  # vanished, or a kernel thread
+        if not any(needle in text for needle in self.map_needles):
+            return []  # the common case: one substring scan instead of splitting every line
+        paths: list[str] = []
+        for line in text.splitlines():
+            # address perms offset dev inode [pathname]; the pathname may contain spaces
+            fields = line.split(maxsplit=5)
+            if len(fields) < 6 or fields[3] not in self.map_fields or fields[4] == b"0":
+                continue
+            path = os.fsdecode(fields[5])
+            if path not in paths:
+                paths.append(path)
+        return [f"mmap {path}" for path in paths]
+
+
+def _map_field(device: int) -> bytes:
+    return f"{os.major(device):02x}:{os.minor(device):02x}".encode()
+
+
+def _read(directory: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)
     try:
-        with open(f"{_PROC}/{pid}/comm", encoding="utf-8", errors="replace") as handle:
-            return handle.read().rstrip("\n")
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _name(directory: int) -> str:
+    try:
+        return os.fsdecode(_read(directory, "comm").rstrip(b"\n"))
     except OSError:
         return "?"  # vanished: the pid is still worth reporting
-
-
-def _on_devices(st: os.stat_result, devices: set[int], device_nodes: bool) -> bool:
-    if st.st_dev in devices:
-        return True
-    # an fd on the block device node itself (e.g. a tool holding /dev/drbd1 open)
-    return device_nodes and stat.S_ISBLK(st.st_mode) and st.st_rdev in devices
-
-
-def _reasons(pid: int, devices: set[int], map_devices: set[str], device_nodes: bool) -> list[str]:
-    base = f"{_PROC}/{pid}"
-    reasons: list[str] = []
-    for link in ("cwd", "root", "exe"):
-        try:
-            # stat() of a /proc magic link reaches the inode directly, even if deleted
-            if _on_devices(os.stat(f"{base}/{link}"), devices, device_nodes=False):
-                reasons.append(link)
-        except _VANISHED:
-            continue  # gone, a kernel thread (no exe), or not ours to read
-    reasons.extend(_fd_reasons(base, devices, device_nodes))
-    reasons.extend(_map_reasons(base, map_devices))
-    return reasons
-
-
-def _fd_reasons(base: str, devices: set[int], device_nodes: bool) -> list[str]:
-    try:
-        fds = os.listdir(f"{base}/fd")
-    except _VANISHED:
-        return []
-    reasons = []
-    for fd in sorted(fds, key=int):
-        link = f"{base}/fd/{fd}"
-        try:
-            if not _on_devices(os.stat(link), devices, device_nodes):
-                continue
-            target = os.readlink(link)
-        except _VANISHED:
-            continue  # the fd was closed (or the process ended) between listdir and stat
-        reasons.append(f"fd {fd} {target}")
-    return reasons
-
-
-def _map_device_fields(devices: Iterable[int]) -> set[str]:
-    # /proc/PID/maps prints the device as "%02x:%02x" of major and minor (proc(5))
-    return {f"{os.major(dev):02x}:{os.minor(dev):02x}" for dev in devices}
-
-
-def _map_reasons(base: str, map_devices: set[str]) -> list[str]:
-    try:
-        with open(f"{base}/maps", encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
-    except OSError:
-        return []  # vanished, or a kernel thread
-    if not any(field in text for field in map_devices):
-        return []  # the common case: one substring scan instead of splitting every line
-    paths: list[str] = []
-    for line in text.splitlines():
-        # address perms offset dev inode [pathname]; the pathname may contain spaces
-        fields = line.split(maxsplit=5)
-        if len(fields) < 6 or fields[3] not in map_devices or fields[4] == "0":
-            continue
-        path = fields[5]
-        if path not in paths:
-            paths.append(path)
-    return [f"mmap {path}" for path in paths]
