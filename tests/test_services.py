@@ -286,6 +286,22 @@ def test_a_hanging_stop_times_out_and_its_job_is_cancelled(box: Any) -> None:
     assert show(box, FIRST)["ActiveState"] == "active"
     assert show(box, STOPHANG)["ActiveState"] == "deactivating"
     assert drive(box, "probe", FIRST, STOPHANG)["result"]["state"] == "partial"
+    # What the admin would do next; it also lets the container power off at once.
+    box.run(["systemctl", "kill", "--signal=SIGKILL", STOPHANG])
+
+
+@pytest.mark.systemd
+def test_a_container_whose_poweroff_hangs_is_still_torn_down(rootfs: Path) -> None:
+    container = nspawn.Container(rootfs).boot()
+    try:
+        pids = {pid: nspawn._start_time(pid) for pid in (container.leader, container.proc.pid)}
+        container.run(["systemctl", "start", STOPHANG])  # its stop, so the poweroff, hangs
+        began = time.monotonic()
+    finally:
+        container.close()
+    assert time.monotonic() - began < 3 * nspawn.POWEROFF_TIMEOUT
+    for pid, started in pids.items():
+        assert started is not None and nspawn._start_time(pid) != started, f"{pid} lives on"
 
 
 # -- check and the refusals ------------------------------------------------------------

@@ -72,6 +72,7 @@ ENV = {
     "LC_ALL": "C.UTF-8",
 }
 BOOT_TIMEOUT = 30.0
+POWEROFF_TIMEOUT = 5.0  # s; a clean poweroff takes ~0.2 s
 
 
 def recipe_hash() -> str:
@@ -152,6 +153,7 @@ class Container:
         self.log = tempfile.NamedTemporaryFile(prefix="hanode-nspawn.", suffix=".log")  # noqa: SIM115
         self.proc: subprocess.Popen[bytes] | None = None
         self.leader: int | None = None
+        self._leader_start: int | None = None
         self.boot_seconds: float | None = None
 
     def boot(self) -> Container:
@@ -178,6 +180,7 @@ class Container:
         )
         try:
             self.leader = self._wait_leader(started + BOOT_TIMEOUT)
+            self._leader_start = _start_time(self.leader)
             self._wait_running(started + BOOT_TIMEOUT)
         except BaseException:
             self.close()
@@ -246,22 +249,37 @@ class Container:
         return self.log.read().decode(errors="replace")[-2000:]
 
     def close(self) -> None:
-        """Power the container off; kill nspawn's process group if it does not go."""
+        """Power the container off; if it does not go in time, kill its PID 1 and nspawn.
+
+        A poweroff can hang (a unit whose stop never ends), and the container's PID 1 is
+        in its own session, out of reach of nspawn's process group: killing it ends its
+        PID namespace, every process in it included, and then nspawn exits by itself.
+        """
         proc, self.proc = self.proc, None
         if proc is None:
             return
+        leader, self.leader = self.leader, None
         if proc.poll() is None:
-            # SIGRTMIN+4 to the container's systemd is `systemctl poweroff`; nspawn
-            # forwards SIGTERM to it the same way.
+            # nspawn forwards SIGTERM to the container's systemd as a poweroff request.
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=POWEROFF_TIMEOUT)
             except subprocess.TimeoutExpired:
-                _killpg(proc.pid)
-                proc.wait(timeout=10)
-        # Anything left in the group (nothing, normally) goes too.
-        _killpg(proc.pid)
+                if leader is not None and self._is_leader(leader):
+                    os.kill(leader, signal.SIGKILL)
+                try:
+                    proc.wait(timeout=POWEROFF_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    _killpg(proc.pid)
+                    proc.wait(timeout=POWEROFF_TIMEOUT)
+        _killpg(proc.pid)  # anything left in nspawn's group (nothing, normally)
+        if leader is not None and self._is_leader(leader):
+            os.kill(leader, signal.SIGKILL)  # nspawn gone, container not: never leak it
         self.log.close()
+
+    def _is_leader(self, pid: int) -> bool:
+        """Is ``pid`` still our container's PID 1 (not a reused PID)?"""
+        return self._leader_start is not None and _start_time(pid) == self._leader_start
 
     def __enter__(self) -> Container:
         return self.boot()
@@ -298,6 +316,16 @@ def _descendants(pid: int) -> list[int]:
         found += children
         todo += children
     return found
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of ``pid`` (clock ticks since boot), to tell a reused PID apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    # Field 22; counted after the ")" that ends the command name, which may hold spaces.
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def _ns_pid(pid: int) -> int | None:
