@@ -340,9 +340,9 @@ def test_start_adds_probes_and_announces_in_two_bursts(pair: Pair) -> None:
     config = address_config(arp_count=2)
     with capture(pair) as cap:
         began = time.monotonic()
-        took = node_start(pair, config)
+        node_start(pair, config)
+        returned = time.monotonic()
         frames = cap.collect(3.5)
-    assert took < 1.6, f"start blocked for {took:.2f}s: the bursts must not hold it"
 
     info = [a for a in pair.node_addresses() if a["local"] == "192.0.2.10"]
     assert len(info) == 1
@@ -365,6 +365,8 @@ def test_start_adds_probes_and_announces_in_two_bursts(pair: Pair) -> None:
     for _, arp in sent:
         assert arp.sender_mac == node_mac
         assert arp.op == announce.ARPOP_REQUEST
+    # start returned before the second burst: the bursts do not hold it
+    assert [when for when, _ in sent if when > returned]
     offsets = [when - began for when, _ in sent]
     assert offsets[1] - offsets[0] == pytest.approx(0.2, abs=0.1)
     assert offsets[2] - offsets[1] == pytest.approx(2.0, abs=0.3)  # the second burst
@@ -407,9 +409,8 @@ def test_announcement_moves_the_peer_off_the_old_mac(pair: Pair) -> None:
 @pytest.mark.root
 def test_probe_false_sends_no_probe(pair: Pair) -> None:
     with capture(pair) as cap:
-        took = node_start(pair, address_config(arp_count=1, probe=False))
+        node_start(pair, address_config(arp_count=1, probe=False))
         frames = cap.collect(0.5)
-    assert took < 0.5
     assert len(garps(frames, V4.ip)) == 1
     assert not [f for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified]
 
@@ -655,10 +656,14 @@ def test_ipv6_dad_failure_fails_and_removes_the_address(pair: Pair) -> None:
 @pytest.mark.root
 def test_ipv6_probe_false_skips_dad(pair: Pair) -> None:
     config = address_config(V6, arp_count=1, probe=False)
-    took = node_start(pair, config)
-    assert took < 0.8
-    info = [a for a in pair.node_addresses() if a["local"] == str(V6.ip)]
-    assert info and not info[0].get("tentative")
+    with capture(pair, ETH_P_IPV6) as cap:
+        node_start(pair, config)
+        info = [a for a in pair.node_addresses() if a["local"] == str(V6.ip)]
+        frames = cap.collect(1.5)
+    assert info and not info[0].get("tentative")  # usable at once
+    kinds = [body[0] for _, _, body in icmp6(frames) if body[8:24] == V6.ip.packed]
+    assert 135 not in kinds, "a DAD solicitation went out despite probe = false"
+    assert kinds.count(136) == 1
 
 
 # -- through the CLI ----------------------------------------------------------------
@@ -698,14 +703,17 @@ def test_cli_start_returns_before_the_second_burst_and_releases_the_lock(
     if not (ROOT / "hanode" / "cli.py").exists():
         pytest.skip("hanode.cli not there yet")
     with capture(pair) as cap:
-        code, output, took = _cli(pair, tmp_path, "start", CLI_CONFIG)
+        code, output, _ = _cli(pair, tmp_path, "start", CLI_CONFIG)
+        returned = time.monotonic()
         assert code == Exit.OK, output
-        # the detached announcer holds neither hanode's stdout nor /run/hanode.lock
-        assert took < 2.5, f"hanode start took {took:.2f}s"
         code, output, _ = _cli(pair, tmp_path, "status", CLI_CONFIG)
         assert code == StatusExit.ALL_UP, output
         frames = cap.collect(3.5)
-    assert len(garps(frames, V4.ip)) == 6
+    sent = garps(frames, V4.ip)
+    assert len(sent) == 6
+    # hanode start had exited (and its captured output had reached EOF) while the
+    # detached announcer was still sending: it holds none of hanode's descriptors
+    assert [when for when, _ in sent if when > returned]
     code, output, _ = _cli(pair, tmp_path, "stop", CLI_CONFIG)
     assert code == Exit.OK, output
     code, output, _ = _cli(pair, tmp_path, "status", CLI_CONFIG)
@@ -737,5 +745,6 @@ def test_address_config_replace_keeps_types() -> None:
     """The tests build configs by hand: they must stay what config.py makes."""
     text = '[address]\nip = "192.0.2.10/24"\ninterface = "eth0"\narp-count = 2\n'
     loaded = parse(text, Path("t.toml")).address
+    assert loaded is not None
     assert loaded == address_config()
-    assert replace(loaded, probe=False) == address_config(probe=False)  # type: ignore[type-var]
+    assert replace(loaded, probe=False) == address_config(probe=False)

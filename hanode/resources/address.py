@@ -23,12 +23,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hanode import announce
-from hanode.config import AddressConfig
 from hanode.errors import Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
+
+if TYPE_CHECKING:
+    from hanode.config import AddressConfig
 
 log = logging.getLogger("hanode.address")
 
