@@ -432,3 +432,82 @@ def test_holders_are_logged(tmp_path: Path, loop: str) -> None:
             procs.close()
 
     in_mount_namespace(scenario)
+
+
+# -- root: the whole thing through the CLI and engine -----------------------------------
+
+TOP = Path(__file__).resolve().parent.parent
+
+
+def _hanode(config: Path, run_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "hanode", "-c", str(config), "--insecure-config", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=TOP,
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(TOP),
+            "HANODE_RUN_DIR": str(run_dir),
+            "HANODE_NO_JOURNAL": "1",
+        },
+        timeout=120,
+    )
+
+
+@pytest.mark.root
+def test_cli_start_stop_with_filesystem_and_links(tmp_path: Path, loop: str) -> None:
+    srv, etc, run_dir = tmp_path / "srv", tmp_path / "etc", tmp_path / "run"
+    etc.mkdir()
+    run_dir.mkdir()
+    (etc / "apache2").mkdir()
+    (etc / "apache2" / "ports.conf").write_text("Listen 80\n")
+    config = tmp_path / "hanode.toml"
+    config.write_text(
+        f'[filesystem]\ndevice = "{loop}"\nmountpoint = "{srv}"\nstop-timeout = 5\n\n'
+        f'[links]\nlinks = [{{ path = "{etc}/apache2", target = "{srv}/etc-apache2" }}]\n'
+    )
+
+    def scenario() -> None:
+        # the target is not on the new filesystem yet: links fail, the mount is rolled back
+        failed = _hanode(config, run_dir, "start")
+        assert failed.returncode == 1, failed.stderr
+        assert f"link target missing: {srv}/etc-apache2" in failed.stderr
+        assert not mounted(str(srv))
+        assert (etc / "apache2" / "ports.conf").read_text() == "Listen 80\n"
+
+        subprocess.run(["mount", loop, str(srv)], check=True)
+        shutil.copytree(etc / "apache2", srv / "etc-apache2")
+        (srv / "etc-apache2" / "ports.conf").write_text("Listen 8080\n")
+        subprocess.run(["umount", str(srv)], check=True)
+
+        started = _hanode(config, run_dir, "start")
+        assert started.returncode == 0, started.stderr
+        assert (etc / "apache2" / "ports.conf").read_text() == "Listen 8080\n"
+        assert _hanode(config, run_dir, "status").returncode == 0
+        again = _hanode(config, run_dir, "start")
+        assert again.returncode == 0, again.stderr
+
+        procs = Processes()
+        try:
+            holder = procs.spawn(["sleep", "1000"], cwd=str(etc / "apache2"))  # via the link
+            stopped = _hanode(config, run_dir, "stop")
+            assert stopped.returncode == 0, stopped.stderr
+            assert holder.wait(5) == -signal.SIGTERM
+        finally:
+            procs.close()
+        assert not mounted(str(srv))
+        assert (etc / "apache2" / "ports.conf").read_text() == "Listen 80\n"
+        assert _hanode(config, run_dir, "status").returncode == 3
+        assert _hanode(config, run_dir, "stop").returncode == 0
+
+        # someone else's filesystem on the mountpoint: refused, nothing touched
+        subprocess.run(["mount", "-t", "tmpfs", "impostor", str(srv)], check=True)
+        refused = _hanode(config, run_dir, "start")
+        assert refused.returncode == 4, refused.stderr
+        assert "impostor is mounted on" in refused.stderr
+        assert not (etc / "apache2").is_symlink()
+        subprocess.run(["umount", str(srv)], check=True)
+
+    in_mount_namespace(scenario)

@@ -201,7 +201,7 @@ class Filesystem(Resource):
                 details,
             )
         details["mounted"] = False
-        if scan.top is not None and scan.top.mountpoint != "/":
+        if scan.top is not None:
             details["foreign"] = scan.top.source
             return Status(
                 State.UNKNOWN,
@@ -246,7 +246,7 @@ class Filesystem(Resource):
         if scan.here is not None:
             log.info("%s already mounted on %s", config.device, self.mountpoint)
             return
-        if scan.top is not None and scan.top.mountpoint != "/":
+        if scan.top is not None:
             raise Refused(
                 f"{scan.top.source} is mounted on {self.mountpoint}, not {config.device}",
                 f"umount {self.mountpoint} first if it should not be there",
