@@ -708,7 +708,7 @@ def decide_promotion(
         return Verdict(
             Action.REFUSE,
             f"the peer is Primary for {resource}; two Primaries would split the data",
-            "run `hanode stop` on the peer first (--force does not override this)",
+            "run `hanode stop` on the peer first; --force does not override this",
         )
     connected = outcome is WaitOutcome.CONNECTED and state.cstate.connected
     data_via_peer = connected and state.peer_disk is DiskState.UP_TO_DATE

@@ -17,7 +17,7 @@ import pytest
 from drbd_standin import StandIn, fixtures_root
 
 from hanode.config import DemoteFailure, DrbdConfig
-from hanode.errors import Exit, Refused, StepFailed
+from hanode.errors import Exit, HanodeError, Refused, StepFailed
 from hanode.resources import Context, Level, ProgressLine, State
 from hanode.resources import drbd as drbd_module
 from hanode.resources.drbd import Drbd
@@ -277,6 +277,21 @@ def test_outdated_wfc_when_the_peer_is_known_outdated(
     assert standin.view() == ("Primary", "Unknown", "WFConnection", "UpToDate", "Outdated")
 
 
+def test_the_peer_vanishes_under_a_primary(standin: StandIn) -> None:
+    standin.peer(up=True)
+    resource = make(standin)
+    resource.start(ctx()[0])
+    standin.peer(up=False)
+    status = resource.probe()
+    assert status.state is State.UP
+    assert status.summary == "srv Primary/Unknown WFConnection UpToDate/DUnknown"
+    assert status.details["drbd-version"] == "8.4.11"
+    resource.stop(ctx()[0])
+    assert standin.view() == ("Secondary", "Unknown", "WFConnection", "UpToDate", "DUnknown")
+    # every state in this scenario was captured on real DRBD (node2, primary-crash)
+    assert not [line for line in standin.synthesized() if "proc" in line or "role" in line]
+
+
 # -- idempotency -------------------------------------------------------------------------------
 
 
@@ -486,3 +501,30 @@ def test_plans(standin: StandIn) -> None:
     resource.start(ctx()[0])
     assert resource.plan_start() == []
     assert resource.plan_stop()[0] == "drbdadm secondary srv (on failure: fail)"
+
+
+# -- through the engine ------------------------------------------------------------------------
+
+
+def test_through_the_engine(standin: StandIn, tmp_path: Path) -> None:
+    from hanode.engine import Engine, Result, overall
+
+    standin.peer(up=True, role="Primary")
+    engine = Engine([make(standin)], state_dir=tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(HanodeError) as caught:
+        engine.start(Context())
+    assert caught.value.code is Exit.REFUSED
+    assert "start refused at drbd: the peer is Primary" in caught.value.message
+    assert standin.view() == ("Secondary", "Primary", "Connected", "UpToDate", "UpToDate")
+    standin.peer(role="Secondary")
+    report = engine.start(Context())
+    assert [(s.step, s.result) for s in report.steps] == [("drbd", Result.DONE)]
+    assert "Primary/Secondary Connected UpToDate/UpToDate" in report.steps[0].message
+    states = [status.state for _, status, _ in engine.probe_all()]
+    assert states == [State.UP] and overall(states) == 0
+    report = engine.stop(Context())
+    assert [(s.step, s.result) for s in report.steps] == [("drbd", Result.DONE)]
+    report = engine.stop(Context())
+    assert [(s.step, s.result) for s in report.steps] == [("drbd", Result.SKIPPED)]
+    assert standin.view() == ("Secondary", "Secondary", "Connected", "UpToDate", "UpToDate")

@@ -88,6 +88,7 @@ class Drbd(Resource):
         self._device_override = device
         self._reboot = reboot or request_reboot
         self._dump_info: DumpInfo | None = None
+        self._last_version: str | None = None  # of the module, from the last /proc/drbd read
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -119,10 +120,18 @@ class Drbd(Resource):
                 text = handle.read()
         except FileNotFoundError:
             return None
-        return drbdstate.parse_proc_drbd(text)
+        proc = drbdstate.parse_proc_drbd(text)
+        self._last_version = proc.version
+        return proc
 
     def read_state(self) -> ResourceState | None:
         """The resource's state, or None when it is not up."""
+        try:
+            return self._read_state()
+        except ParseError as err:
+            raise StepFailed(f"cannot read the state of {self.resource}: {err}") from None
+
+    def _read_state(self) -> ResourceState | None:
         try:
             proc = self._proc()
         except ParseError as err:
@@ -142,8 +151,10 @@ class Drbd(Resource):
             result = run(argv, timeout=COMMAND_TIMEOUT, check=False)
             if result.returncode == 0:
                 return drbdstate.parse_status_json(result.stdout, self.resource)
+            if "No such resource" in result.stderr:
+                return None  # not up
             if "unrecognized option" not in result.stderr:
-                return None  # "No such resource": not up
+                raise _failed(result)
             _json_status_supported["drbdsetup"] = False
         return self._state_from_drbdadm()
 
@@ -183,9 +194,8 @@ class Drbd(Resource):
         except (HanodeError, ParseError) as err:
             return Status(State.UNKNOWN, f"cannot read the state of {self.resource}: {err}")
         details: dict[str, object] = {"resource": self.resource}
-        version = self._version()
-        if version:
-            details["drbd-version"] = version
+        if self._last_version:
+            details["drbd-version"] = self._last_version
         if state is None:
             details["up"] = False
             return Status(State.DOWN, f"{self.resource} is not up", details)
