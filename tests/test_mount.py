@@ -511,3 +511,25 @@ def test_cli_start_stop_with_filesystem_and_links(tmp_path: Path, loop: str) -> 
         subprocess.run(["umount", str(srv)], check=True)
 
     in_mount_namespace(scenario)
+
+
+def test_check_warns_about_an_fstab_entry_without_noauto(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hanode.resources import mount
+
+    fstab = tmp_path / "fstab"
+    fstab.write_text(
+        "# static file system information\n"
+        "/dev/vda1 / ext4 defaults 0 1\n"
+        "/dev/drbd1 /srv ext4 defaults,noatime 0 2\n"
+        "/dev/drbd1 /srv2 ext4 noauto,noatime 0 0\n"
+    )
+    monkeypatch.setattr(mount, "FSTAB", fstab)
+    fs = Filesystem(FilesystemConfig(device="/dev/drbd1", mountpoint="/srv"))
+    warnings = [f.message for f in fs.check() if "fstab" in f.message]
+    assert warnings == [f"{fstab} mounts /dev/drbd1 on /srv at boot"]
+    fstab.write_text("/dev/drbd1 /srv ext4 noauto 0 0\n")
+    assert not [f for f in fs.check() if "fstab" in f.message]
+    fstab.unlink()
+    assert not [f for f in fs.check() if "fstab" in f.message]

@@ -9,6 +9,7 @@ mount, umount and fsck run through hanode.run.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from hanode.run import CommandError, clean_env, run, stderr_tail
 log = logging.getLogger("hanode.mount")
 
 MOUNTINFO = Path("/proc/self/mountinfo")
+FSTAB = Path("/etc/fstab")
 MOUNT_TIMEOUT = 300.0  # a journal replay after a crash can take minutes
 FSCK_TIMEOUT = 4 * 3600.0  # a full check of a large filesystem takes hours; never cut short
 POLL = 0.2  # seconds between holder scans while waiting for them to exit
@@ -458,6 +460,7 @@ class Filesystem(Resource):
         status = self.probe()
         if status.state is State.UNKNOWN:
             findings.append(Finding(Level.ERROR, status.summary, "umount it"))
+        findings += self._fstab_findings()
         if config.fsck is not Fsck.NEVER and not _which(f"fsck.{config.type}"):
             findings.append(
                 Finding(
@@ -467,6 +470,44 @@ class Filesystem(Resource):
                 )
             )
         return findings
+
+
+    def _fstab_findings(self) -> list[Finding]:
+        """An fstab entry for the device or mountpoint without noauto: boot would mount it."""
+        findings = []
+        for entry in fstab_entries():
+            source, target = entry.get("source"), entry.get("target")
+            options = str(entry.get("options") or "").split(",")
+            device = os.path.realpath(self.config.device)
+            ours = bool(source) and os.path.realpath(str(source)) == device
+            if not ours and target != self.mountpoint:
+                continue
+            if "noauto" in options:
+                continue
+            findings.append(
+                Finding(
+                    Level.WARNING,
+                    f"{FSTAB} mounts {source} on {target} at boot",
+                    "add noauto to its options: only hanode may mount it, on the active node",
+                )
+            )
+        return findings
+
+
+def fstab_entries() -> list[dict[str, object]]:
+    """The entries of /etc/fstab as libmount reads them (through findmnt --json)."""
+    argv = ["findmnt", "--fstab", "--tab-file", str(FSTAB), "--json", "--evaluate"]
+    try:
+        result = run([*argv, "--output", "SOURCE,TARGET,OPTIONS"], timeout=10, check=False)
+    except CommandError:
+        return []  # findmnt missing: nothing to say about fstab
+    if result.returncode != 0 or not result.stdout.strip():
+        return []  # no fstab, or no entries in it
+    try:
+        entries = json.loads(result.stdout)["filesystems"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [entry for entry in entries if isinstance(entry, dict)]
 
 
 @dataclass(frozen=True)
