@@ -127,6 +127,7 @@ class UnitInfo:
     load_error: str = ""
     service_type: str = ""  # simple, oneshot, notify, ... (services only)
     exec_start: tuple[tuple[str, ...], ...] = ()  # argv of each ExecStart= (services only)
+    need_daemon_reload: bool = False  # the unit file changed on disk since it was loaded
     active_enter_monotonic: int = 0  # µs, CLOCK_MONOTONIC of the last entry into active
     inactive_enter_monotonic: int = 0  # µs, same for inactive
 
@@ -257,6 +258,7 @@ class Systemd:
             exec_start=tuple(
                 tuple(str(arg) for arg in entry[1]) for entry in service.get("ExecStart", ())
             ),
+            need_daemon_reload=bool(props.get("NeedDaemonReload", False)),
             active_enter_monotonic=int(props.get("ActiveEnterTimestampMonotonic", 0)),
             inactive_enter_monotonic=int(props.get("InactiveEnterTimestampMonotonic", 0)),
         )

@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
-from hanode.dbus import ActiveState, BusError, JobOutcome, Systemd
+from hanode.dbus import ActiveState, BusError, JobOutcome, Systemd, UnitInfo
+from hanode.resources import Finding, Level
+from hanode.resources.services import unit_findings
 
 HERE = Path(__file__).resolve().parent
 
@@ -439,3 +441,99 @@ def test_hanode_dbus_imports_quickly() -> None:
     ]
     assert len(cumulative) == 1, result.stderr[-2000:]
     assert cumulative[0] < 100_000, result.stderr[-2000:]  # µs; ~20 ms measured here
+
+
+# -- the decisions of check, from hand-built unit states (no root) ---------------------
+
+
+def _unit(name: str, **fields: Any) -> UnitInfo:
+    state = {
+        "load_state": "loaded",
+        "active_state": ActiveState.INACTIVE,
+        "sub_state": "dead",
+        "unit_file_state": "disabled",
+    }
+    state.update(fields)
+    return UnitInfo(name=name, **state)
+
+
+PRIMARY = _unit("hanode-primary.service", unit_file_state="enabled")
+
+
+def test_a_disabled_unit_untied_to_hanode_is_ok() -> None:
+    assert unit_findings(_unit("apache2.service"), PRIMARY) == [
+        Finding(Level.OK, "apache2.service: disabled, inactive/dead")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message", "hint"),
+    [
+        ({"load_state": "masked"}, "apache2.service is masked", "systemctl unmask apache2.service"),
+        (
+            {"load_state": "bad-setting", "load_error": "Unit has a bad setting"},
+            "apache2.service cannot be loaded (LoadState bad-setting): Unit has a bad setting",
+            "fix the unit file, see `systemd-analyze verify apache2.service`",
+        ),
+        (
+            {"unit_file_state": "enabled-runtime"},
+            "apache2.service is enabled (at runtime): it starts at boot on its own, "
+            "whichever node is active",
+            "systemctl disable --runtime apache2.service",
+        ),
+    ],
+)
+def test_errors_name_the_cause_and_the_fix(fields: dict[str, Any], message: str, hint: str) -> None:
+    assert unit_findings(_unit("apache2.service", **fields), PRIMARY) == [
+        Finding(Level.ERROR, message, hint)
+    ]
+
+
+def test_an_enabled_postgresql_cluster_is_told_about_start_conf() -> None:
+    cluster = _unit("postgresql@15-main.service", unit_file_state="enabled")
+    (finding,) = unit_findings(cluster, PRIMARY)
+    assert finding.level is Level.ERROR
+    assert finding.hint == (
+        "systemctl disable postgresql@15-main.service; and set the cluster's start.conf to manual"
+    )
+
+
+def test_a_unit_hanode_pulls_in_is_refused_from_either_side() -> None:
+    pulled = Finding(
+        Level.ERROR,
+        "apache2.service is pulled in by hanode-primary.service (WantedBy=/RequiredBy=): "
+        "systemd would start it alongside hanode, before its data is there",
+        "systemctl disable apache2.service",
+    )
+    wanting = _unit("hanode-primary.service", wants=("apache2.service",))
+    assert unit_findings(_unit("apache2.service"), wanting) == [pulled]
+    by = _unit("apache2.service", wanted_by=("hanode-primary.service",))
+    assert unit_findings(by, PRIMARY) == [pulled]
+
+
+def test_indirect_and_stale_units_are_warnings() -> None:
+    levels = [
+        (finding.level, finding.hint)
+        for finding in unit_findings(
+            _unit("cups.service", unit_file_state="indirect", need_daemon_reload=True), PRIMARY
+        )
+    ]
+    assert levels == [
+        (Level.WARNING, "disable the units named in Also= of cups.service"),
+        (Level.WARNING, "systemctl daemon-reload"),
+    ]
+
+
+def test_the_postgresql_umbrella_warning_names_the_clusters_or_the_pattern() -> None:
+    umbrella = _unit(
+        "postgresql.service", service_type="oneshot", exec_start=(("/bin/true",),)
+    )
+    (named,) = unit_findings(umbrella, PRIMARY, ["postgresql@15-main.service"])
+    assert named.level is Level.WARNING
+    assert "(a oneshot running /bin/true)" in named.message
+    assert named.hint == "manage the cluster unit instead: postgresql@15-main.service"
+    (pattern,) = unit_findings(umbrella, PRIMARY)
+    assert pattern.hint == "manage the cluster unit instead: postgresql@VERSION-CLUSTER.service"
+    # A postgresql.service that is a real daemon (not Debian's) is left alone.
+    real = _unit("postgresql.service", service_type="notify")
+    assert [finding.level for finding in unit_findings(real, PRIMARY)] == [Level.OK]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatch
 
@@ -101,7 +101,7 @@ class Services(Resource):
                 return [
                     finding
                     for unit in self.config.units
-                    for finding in _check(bus, bus.unit(unit), primary)
+                    for finding in _findings_from_bus(bus, bus.unit(unit), primary)
                 ]
         except HanodeError as err:
             message = f"cannot ask systemd about the units: {err.message}"
@@ -161,7 +161,7 @@ class Services(Resource):
         primary = bus.unit(HANODE_UNIT)
         for unit in self.config.units:
             info = bus.unit(unit)
-            for finding in _check(bus, info, primary):
+            for finding in _findings_from_bus(bus, info, primary):
                 if finding.level is not Level.ERROR:
                     continue
                 if ctx.force and info.load_state == "loaded":
@@ -232,8 +232,22 @@ def journal_tail(unit: str, since: float, count: int = JOURNAL_LINES) -> list[st
         return []
 
 
-def _check(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
-    """The findings of ``check`` for one unit (``primary``: hanode's own unit)."""
+def _findings_from_bus(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
+    """The findings of ``check`` for one unit, asking the bus what else is needed."""
+    clusters: list[str] = []
+    if info.name == _PG_UMBRELLA:
+        # The umbrella Wants= its clusters (Debian's generator links them at boot).
+        clusters = sorted(name for name in info.wants if fnmatch(name, _PG_CLUSTERS))
+        clusters = clusters or [name for name, _active in bus.units_matching([_PG_CLUSTERS])]
+    return unit_findings(info, primary, clusters)
+
+
+def unit_findings(info: UnitInfo, primary: UnitInfo, clusters: Sequence[str] = ()) -> list[Finding]:
+    """The findings of ``check`` for one unit, from its state alone.
+
+    ``primary`` is hanode's own unit; ``clusters`` the postgresql@ units known, for the
+    warning about Debian's postgresql.service umbrella.
+    """
     unit = info.name
     if info.load_state == "not-found":
         return [
@@ -254,13 +268,13 @@ def _check(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
                 f"fix the unit file, see `systemd-analyze verify {unit}`",
             )
         ]
-    findings: list[Finding] = []
+    found: list[Finding] = []
     if info.unit_file_state in _ENABLED:
         runtime = info.unit_file_state == "enabled-runtime"
         hint = f"systemctl disable{' --runtime' if runtime else ''} {unit}"
         if unit.startswith("postgresql@"):
             hint += "; and set the cluster's start.conf to manual"
-        findings.append(
+        found.append(
             Finding(
                 Level.ERROR,
                 f"{unit} is enabled{' (at runtime)' if runtime else ''}: it starts at boot "
@@ -269,7 +283,7 @@ def _check(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
             )
         )
     elif info.unit_file_state == "indirect":
-        findings.append(
+        found.append(
             Finding(
                 Level.WARNING,
                 f"{unit} is enabled indirectly (a socket or another unit may start it)",
@@ -277,7 +291,7 @@ def _check(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
             )
         )
     if HANODE_UNIT in info.after:
-        findings.append(
+        found.append(
             Finding(
                 Level.ERROR,
                 f"{unit} is ordered After={HANODE_UNIT}: hanode starts it from inside that "
@@ -286,7 +300,7 @@ def _check(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
             )
         )
     if HANODE_UNIT in info.requires:
-        findings.append(
+        found.append(
             Finding(
                 Level.ERROR,
                 f"{unit} requires {HANODE_UNIT} (Requires=/Requisite=/BindsTo=): starting it "
@@ -296,7 +310,7 @@ def _check(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
         )
     # A WantedBy= shows on the unit only while hanode's unit is loaded: ask both sides.
     if HANODE_UNIT in info.wanted_by or unit in primary.wants:
-        findings.append(
+        found.append(
             Finding(
                 Level.ERROR,
                 f"{unit} is pulled in by {HANODE_UNIT} (WantedBy=/RequiredBy=): systemd would "
@@ -305,11 +319,8 @@ def _check(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
             )
         )
     if unit == _PG_UMBRELLA and info.service_type == "oneshot":
-        # The umbrella Wants= its clusters (Debian's generator links them at boot).
-        clusters = sorted(name for name in info.wants if fnmatch(name, _PG_CLUSTERS))
-        clusters = clusters or [name for name, _active in bus.units_matching([_PG_CLUSTERS])]
         named = ", ".join(clusters) if clusters else "postgresql@VERSION-CLUSTER.service"
-        findings.append(
+        found.append(
             Finding(
                 Level.WARNING,
                 f"{unit} is Debian's umbrella unit (a oneshot running "
@@ -317,9 +328,17 @@ def _check(bus: Systemd, info: UnitInfo, primary: UnitInfo) -> list[Finding]:
                 f"manage the cluster unit instead: {named}",
             )
         )
-    if not findings:
-        findings.append(Finding(Level.OK, f"{unit}: {info.unit_file_state}, {_state(info)}"))
-    return findings
+    if info.need_daemon_reload:
+        found.append(
+            Finding(
+                Level.WARNING,
+                f"{unit} changed on disk since systemd read it: a start would use the old one",
+                "systemctl daemon-reload",
+            )
+        )
+    if not found:
+        found.append(Finding(Level.OK, f"{unit}: {info.unit_file_state}, {_state(info)}"))
+    return found
 
 
 def _argv0(info: UnitInfo) -> str:
