@@ -345,6 +345,17 @@ def test_check_refuses_missing_enabled_and_hanode_ordered_units(box: Any) -> Non
 
 
 @pytest.mark.systemd
+def test_check_warns_when_a_unit_file_changed_under_systemd(box: Any) -> None:
+    assert drive(box, "start", FIRST)["ok"]  # an active unit stays loaded
+    path = f"/etc/systemd/system/{FIRST}"
+    box.run(["sh", "-c", f'echo "# edited" >> {path} && touch -d "+2 seconds" {path}'])
+    (finding,) = drive(box, "check", FIRST)["result"]
+    assert (finding["level"], finding["hint"]) == ("warning", "systemctl daemon-reload")
+    box.run(["systemctl", "daemon-reload"])
+    assert [f["level"] for f in drive(box, "check", FIRST)["result"]] == ["ok"]
+
+
+@pytest.mark.systemd
 def test_start_refuses_before_touching_anything(box: Any) -> None:
     for bad in (ENABLED, AFTER, MISSING):
         outcome = drive(box, "start", FIRST, bad)
