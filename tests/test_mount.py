@@ -32,6 +32,8 @@ from hanode.resources.mount import (
     top_mount_at,
 )
 
+TOP = Path(__file__).resolve().parent.parent
+
 MOUNTINFO = (
     "22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
     "23 22 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n"
@@ -316,8 +318,9 @@ def test_a_bind_of_the_root_filesystem_inside_is_never_killed_for(
         try:
             # its device is the root filesystem's: ending its users would end everything
             holder = procs.spawn(["sleep", "1000"], cwd=str(bind / "bin"))
-            with pytest.raises(StepFailed, match="busy"):
+            with pytest.raises(StepFailed, match=f"{bind} shares its device") as err:
                 fs.stop(Context())
+            assert err.value.hint == f"umount {bind} by hand"
             assert holder.poll() is None
             assert mounted(str(bind))
             holder.kill()
@@ -342,6 +345,47 @@ def test_hanode_leaves_its_own_working_directory_on_the_mount(
         os.chdir(mountpoint)
         fs.stop(Context())
         assert os.getcwd() == "/"
+        assert not mounted(str(mountpoint))
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_hanodes_parent_is_never_ended(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "srv"
+    config = FilesystemConfig(device=loop, mountpoint=str(mountpoint), stop_timeout=2)
+    stop = (
+        "import sys\n"
+        "from hanode.config import FilesystemConfig\n"
+        "from hanode.resources import Context\n"
+        "from hanode.resources.mount import Filesystem\n"
+        "from hanode.errors import StepFailed\n"
+        f"fs = Filesystem(FilesystemConfig(device={loop!r}, mountpoint={str(mountpoint)!r}, "
+        "stop_timeout=2))\n"
+        "try:\n"
+        "    fs.stop(Context())\n"
+        "except StepFailed as err:\n"
+        "    print(err)\n"
+        "    sys.exit(1)\n"
+    )
+
+    def scenario() -> None:
+        Filesystem(config).start(Context())
+        os.chdir(mountpoint)  # like an admin's shell in /srv running `hanode stop`
+        done = subprocess.run(
+            [PYTHON, "-c", stop],
+            cwd="/",
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(TOP)},
+        )
+        assert done.returncode == 1, done.stderr
+        assert f"{os.getpid()} (" in done.stdout
+        assert "[hanode's parent: never ended]" in done.stdout
+        assert mounted(str(mountpoint))
+        os.chdir("/")
+        Filesystem(config).stop(Context())
         assert not mounted(str(mountpoint))
 
     in_mount_namespace(scenario)
@@ -435,8 +479,6 @@ def test_holders_are_logged(tmp_path: Path, loop: str) -> None:
 
 
 # -- root: the whole thing through the CLI and engine -----------------------------------
-
-TOP = Path(__file__).resolve().parent.parent
 
 
 def _hanode(config: Path, run_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:

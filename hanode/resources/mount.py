@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from hanode.config import FilesystemConfig, Fsck
 from hanode.errors import Refused, StepFailed
-from hanode.holders import Holder, find_holders
+from hanode.holders import Holder, find_holders, protected_pids
 from hanode.resources import Context, Finding, Level, ProgressLine, Resource, State, Status
 from hanode.run import CommandError, clean_env, run, stderr_tail
 
@@ -333,13 +333,18 @@ class Filesystem(Resource):
             return
         self._leave_mount(scan.rdev)
         deadline = time.monotonic() + self.config.stop_timeout
-        if self._umount_all(deadline):
+        failure = self._umount_all(deadline)
+        if failure is None:
             return
         if not self.config.kill_holders:
-            raise self._busy("kill-holders is false", "stop them, or set kill-holders = true")
-        self._end_holders(ctx, deadline)
-        if not self._umount_all(deadline):
             raise self._busy(
+                failure, "kill-holders is false", "stop them, or set kill-holders = true"
+            )
+        self._end_holders(ctx, deadline)
+        failure = self._umount_all(deadline)
+        if failure is not None:
+            raise self._busy(
+                failure,
                 f"still busy after {self.config.stop_timeout}s",
                 "stop them by hand, then run `hanode stop` again",
             )
@@ -360,8 +365,11 @@ class Filesystem(Resource):
             return scan.entries, []
         return scan.entries, [*submounts(scan.entries, scan.here), scan.here]
 
-    def _umount_all(self, deadline: float) -> bool:
-        """Plain umount of every target, deepest first; True when all are gone."""
+    def _umount_all(self, deadline: float) -> str | None:
+        """Plain umount of every target, deepest first; None when all are gone.
+
+        Otherwise the failure: which mountpoint, and what umount said.
+        """
         _, targets = self._targets()
         for entry in targets:
             timeout = max(deadline - time.monotonic(), 10.0)
@@ -370,11 +378,13 @@ class Filesystem(Resource):
             except CommandError as err:
                 _, left = self._targets()
                 if any(other.mount_id == entry.mount_id for other in left):
-                    log.info("umount %s: %s", entry.mountpoint, stderr_tail(err.stderr) or err)
-                    return False
+                    failure = f"umount {entry.mountpoint}: {stderr_tail(err.stderr) or err}"
+                    log.info("%s", failure)
+                    return failure
                 continue  # it went away meanwhile: that is what we wanted
             log.info("unmounted %s", entry.mountpoint)
-        return not self._targets()[1]
+        left = self._targets()[1]
+        return f"{left[0].mountpoint} is still mounted" if left else None
 
     def _holders(self) -> list[Holder]:
         return _holders_of(*self._targets())
@@ -407,17 +417,37 @@ class Filesystem(Resource):
                 _show(line, holders, killing, kill_at - now, deadline - now)
                 time.sleep(POLL)
 
-    def _busy(self, why: str, hint: str) -> StepFailed:
+    def _busy(self, failure: str, why: str, hint: str) -> StepFailed:
+        entries, targets = self._targets()
+        endable = kill_devices(entries, targets)
+        shared = [entry.mountpoint for entry in targets if entry.device not in endable]
+        if shared:
+            # binds of filesystems mounted elsewhere: their users are the whole node's
+            failure += (
+                f"; {', '.join(shared)} shares its device with mounts outside "
+                f"{self.mountpoint}, so its users are not looked for"
+            )
         holders = self._holders_for_report()
+        if not holders and shared:
+            return StepFailed(f"{failure} ({why})", f"umount {shared[0]} by hand")
         if not holders:
-            return StepFailed(f"umount {self.mountpoint} failed ({why}), no holder found", hint)
-        shown = "; ".join(holder.describe() for holder in holders[:SHOWN_HOLDERS])
+            return StepFailed(
+                f"{failure} ({why}), and no process holds it",
+                "a swap file, a loop device or an NFS export on it, or a mount namespace "
+                "without processes can keep it busy: see /proc/swaps, losetup -l, exportfs",
+            )
+        protected = protected_pids()
+        mark = " [hanode's parent: never ended]"
+        described = [
+            holder.describe() + (mark if holder.pid in protected else "") for holder in holders
+        ]
+        shown = "; ".join(described[:SHOWN_HOLDERS])
         more = len(holders) - SHOWN_HOLDERS
         if more > 0:
             shown += f"; and {more} more"
-        for holder in holders:
-            log.error("holds %s: %s", self.mountpoint, holder.describe())
-        return StepFailed(f"{self.mountpoint} is busy ({why}), held by {shown}", hint)
+        for line in described:
+            log.error("holds %s: %s", self.mountpoint, line)
+        return StepFailed(f"{failure} ({why}), held by {shown}", hint)
 
     def _holders_for_report(self) -> list[Holder]:
         # include hanode's own parents (never killed): an admin's shell in /srv is common
