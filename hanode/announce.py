@@ -232,12 +232,10 @@ def announce(what: Announcement, still_ours: Callable[[], bool]) -> bool:
         return True
     sender = _Sender(what)
     try:
+        began = time.monotonic()
         sender.send()
     finally:
         sender.close()
-    if len(times) == 1:
-        return True
-    began = time.monotonic()
     if _detach(lambda: _send_on_schedule(what, times[1:], began, still_ours)):
         return True
     log.warning(
