@@ -528,3 +528,25 @@ def test_through_the_engine(standin: StandIn, tmp_path: Path) -> None:
     report = engine.stop(Context())
     assert [(s.step, s.result) for s in report.steps] == [("drbd", Result.SKIPPED)]
     assert standin.view() == ("Secondary", "Secondary", "Connected", "UpToDate", "UpToDate")
+
+
+@pytest.mark.root
+def test_become_primary_on_is_compared_with_the_real_hostname(standin: StandIn) -> None:
+    # a UTS namespace named node1: the resource finds itself by os.uname() as drbdadm does
+    script = (
+        "import socket, sys\n"
+        "socket.sethostname('node1')\n"
+        "from hanode.config import DrbdConfig\n"
+        "from hanode.resources import Context\n"
+        "from hanode.resources.drbd import Drbd\n"
+        "config = DrbdConfig('srv', wfc_timeout=1, become_primary_on='node1')\n"
+        "Drbd(config, proc_drbd=sys.argv[1]).start(Context())\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        ["unshare", "--uts", "--", "/usr/bin/python3", "-c", script, str(standin.proc_path)],
+        check=True,
+        cwd=repo,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(repo), "HANODE_NO_JOURNAL": "1"},
+    )
+    assert standin.view() == ("Primary", "Unknown", "WFConnection", "UpToDate", "DUnknown")
