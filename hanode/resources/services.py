@@ -14,14 +14,17 @@ Managed units belong to hanode alone. ``check`` (and ``start``, before touching 
 refuses a unit that does not exist, one enabled to start on its own, and one tied to
 hanode's own unit (After=/Requires=/WantedBy= hanode-primary.service: hanode starts it
 from inside that unit, so its job waits for hanode's to end, a deadlock until timeout).
+``--force`` starts anyway (logged) except for a unit systemd cannot load.
+
+A stop halts at the first unit that does not stop (like the engine): the units before
+it in start order keep running rather than lose what they depend on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from fnmatch import fnmatch
 
 from hanode.config import ServicesConfig
@@ -53,7 +56,7 @@ class Services(Resource):
     def probe(self) -> Status:
         """Each unit's ActiveState/SubState; UNKNOWN when systemd cannot be asked."""
         try:
-            with _systemd() as bus:
+            with Systemd.connect() as bus:
                 infos = [bus.unit(unit) for unit in self.config.units]
         except HanodeError as err:
             return Status(State.UNKNOWN, str(err))
@@ -75,7 +78,7 @@ class Services(Resource):
 
     def plan_start(self) -> list[str]:
         """One line per unit a start would start, in order."""
-        with _systemd() as bus:
+        with Systemd.connect() as bus:
             infos = [bus.unit(unit) for unit in self.config.units]
         return [
             f"start {info.name} (now {_state(info)}), wait up to {self.config.timeout}s"
@@ -85,7 +88,7 @@ class Services(Resource):
 
     def plan_stop(self) -> list[str]:
         """One line per unit a stop would stop, in reverse order."""
-        with _systemd() as bus:
+        with Systemd.connect() as bus:
             infos = [bus.unit(unit) for unit in reversed(self.config.units)]
         return [
             f"stop {info.name} (now {_state(info)}), wait up to {self.config.timeout}s"
@@ -96,7 +99,7 @@ class Services(Resource):
     def check(self) -> list[Finding]:
         """Every managed unit exists, is disabled at boot and is not tied to hanode's unit."""
         try:
-            with _systemd() as bus:
+            with Systemd.connect() as bus:
                 primary = bus.unit(HANODE_UNIT)
                 return [
                     finding
@@ -111,7 +114,7 @@ class Services(Resource):
 
     def start(self, ctx: Context) -> None:
         """Start the units in order, each waited for; already active ones are skipped."""
-        with _systemd() as bus:
+        with Systemd.connect() as bus:
             self._refuse(bus, ctx)
             for unit in self.config.units:
                 info = bus.unit(unit)
@@ -122,7 +125,7 @@ class Services(Resource):
 
     def stop(self, ctx: Context) -> None:
         """Stop the units in reverse order; those already down are skipped."""
-        with _systemd() as bus:
+        with Systemd.connect() as bus:
             for unit in reversed(self.config.units):
                 info = bus.unit(unit)
                 if info.active_state.is_down or info.load_state == "not-found":
@@ -168,15 +171,6 @@ class Services(Resource):
                     log.warning("--force: starting anyway although %s", finding.message)
                     continue
                 raise Refused(finding.message, finding.hint)
-
-
-@contextmanager
-def _systemd() -> Iterator[Systemd]:
-    bus = Systemd.connect()
-    try:
-        yield bus
-    finally:
-        bus.close()
 
 
 def _state(info: UnitInfo) -> str:
