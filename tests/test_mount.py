@@ -113,7 +113,7 @@ def test_plan_and_probe_without_the_device(tmp_path: Path) -> None:
 def test_fsck_command_line() -> None:
     config = FilesystemConfig(device="/dev/drbd1", mountpoint="/srv", fsck=Fsck.ALWAYS)
     assert Filesystem(config)._fsck_argv() == [
-        "fsck", "-T", "-M", "-t", "ext4", "--", "-p", "-f", "/dev/drbd1",
+        "fsck", "-T", "-M", "-t", "ext4", "-p", "-f", "/dev/drbd1",
     ]
 
 
@@ -160,7 +160,7 @@ def test_start_and_stop_twice_each(tmp_path: Path, loop: str) -> None:
         assert fs.probe().state is State.DOWN
         assert fs.plan_start() == [
             f"mkdir {mountpoint}",
-            f"fsck -T -M -t ext4 -- -p -f {loop}",
+            f"fsck -T -M -t ext4 -p -f {loop}",
             f"mount -t ext4 -o noatime -- {loop} {mountpoint}",
         ]
         progress = Progress()
@@ -432,6 +432,34 @@ def test_device_mounted_elsewhere_is_refused(tmp_path: Path, loop: str) -> None:
         subprocess.run(["umount", str(other)], check=True)
 
     in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_fsck_repairs_what_is_safe_and_stops_on_the_rest(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "srv"
+    # the "errors" state: fsck -p checks it (even with fsck = auto) and reports corrections
+    subprocess.run(["debugfs", "-w", "-R", "ssv state 2", loop], check=True, capture_output=True)
+
+    def repaired() -> None:
+        fs = _fs(loop, mountpoint, fsck=Fsck.AUTO)
+        fs.start(Context())
+        assert mounted(str(mountpoint))
+        fs.stop(Context())
+
+    in_mount_namespace(repaired)
+    # zeroed group descriptors: beyond what fsck -p may repair on its own
+    with open(loop, "r+b") as device:
+        device.seek(2048)
+        device.write(bytes(4096))
+
+    def broken() -> None:
+        fs = _fs(loop, mountpoint, fsck=Fsck.AUTO)
+        with pytest.raises(StepFailed, match=f"fsck of {loop} failed with status 4") as err:
+            fs.start(Context())
+        assert err.value.hint == f"repair it by hand (fsck {loop}) before starting"
+        assert not mounted(str(mountpoint))
+
+    in_mount_namespace(broken)
 
 
 @pytest.mark.root

@@ -284,8 +284,9 @@ class Filesystem(Resource):
 
     def _fsck_argv(self) -> list[str]:
         # -T: no banner; -M: never a mounted filesystem (one mounted in another namespace);
-        # -p (the checker's "preen"): repair what is safe, never ask
-        argv = ["fsck", "-T", "-M", "-t", self.config.type, "--", "-p"]
+        # -p (the checker's "preen"): repair what is safe, never ask. No "--": fsck takes
+        # what follows it as checker options and, with no device left, checks all of fstab.
+        argv = ["fsck", "-T", "-M", "-t", self.config.type, "-p"]
         if self.config.fsck is Fsck.ALWAYS:
             argv.append("-f")
         return [*argv, self.config.device]
