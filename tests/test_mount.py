@@ -303,6 +303,25 @@ def test_submounts_are_unmounted_first_and_their_holders_ended(
 
 
 @pytest.mark.root
+def test_a_mount_stacked_over_ours_is_unmounted_first(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint)
+        fs.start(Context())
+        subprocess.run(["mount", "-t", "tmpfs", "over", str(mountpoint)], check=True)
+        status = fs.probe()
+        assert status.state is State.UP
+        assert status.details["submounts"] == [str(mountpoint)]
+        fs.start(Context())  # ours is mounted there: nothing to do
+        assert fs.plan_stop() == [f"umount {mountpoint}", f"umount {mountpoint}"]
+        fs.stop(Context())
+        assert not mounted(str(mountpoint))
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
 def test_a_bind_of_the_root_filesystem_inside_is_never_killed_for(
     tmp_path: Path, loop: str
 ) -> None:

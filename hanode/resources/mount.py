@@ -163,7 +163,8 @@ class Filesystem(Resource):
         rdev = self._device_number()
         top = top_mount_at(entries, self.mountpoint)
         ours = [entry for entry in entries if self._is_ours(entry, rdev)]
-        here = top if top is not None and self._is_ours(top, rdev) else None
+        # ours on the mountpoint, even if something was stacked over it (a submount then)
+        here = next((entry for entry in ours if entry.mountpoint == self.mountpoint), None)
         tree = {entry.mount_id for entry in ([here, *submounts(entries, here)] if here else [])}
         elsewhere = [entry for entry in ours if entry.mount_id not in tree]
         return _Scan(entries, rdev, top, here, elsewhere)
