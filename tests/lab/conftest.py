@@ -1,0 +1,94 @@
+"""The lab's session fixture (labctl up ... down), per-scenario reset and the summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+from hanodelab import lab
+from hanodelab.paths import BUILD
+
+SUMMARY_JSON = BUILD / "summary.json"
+SUMMARY_TXT = BUILD / "summary.txt"
+
+
+class Summary:
+    """What each scenario did and how long its steps took; written under build/lab/."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.lab: dict[str, Any] = {}
+        self.scenarios: dict[str, dict[str, Any]] = {}
+
+    def scenario(self, name: str) -> dict[str, Any]:
+        """The record of a scenario, created on first use."""
+        return self.scenarios.setdefault(
+            name, {"result": "not run", "seconds": 0.0, "steps": {}, "hanode": {}})
+
+    def write(self) -> None:
+        """Write summary.json and a table for people in summary.txt."""
+        BUILD.mkdir(parents=True, exist_ok=True)
+        document = {"lab": self.lab, "scenarios": self.scenarios,
+                    "suite_seconds": round(time.monotonic() - self.started, 1)}
+        SUMMARY_JSON.write_text(json.dumps(document, indent=2) + "\n")
+        lines = [f"{'scenario':<28} {'result':<8} {'seconds':>8} {'switchover s':>13}"]
+        for name, record in self.scenarios.items():
+            switchover = record["steps"].get("switchover")
+            lines.append(f"{name:<28} {record['result']:<8} {record['seconds']:>8.1f} "
+                         f"{'' if switchover is None else f'{switchover:.1f}':>13}")
+        lines.append(f"lab: {json.dumps(self.lab.get('timings', {}))}")
+        lines.append(f"suite: {document['suite_seconds']} s")
+        SUMMARY_TXT.write_text("\n".join(lines) + "\n")
+
+
+_SUMMARY = Summary()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[
+        None, pytest.TestReport, pytest.TestReport]:
+    """Record each lab scenario's outcome in the summary."""
+    report = yield
+    if item.get_closest_marker("lab") is not None:
+        record = _SUMMARY.scenario(item.name)
+        if report.when == "call" or report.failed or report.skipped:
+            if report.when == "call" or record["result"] == "not run":
+                record["result"] = report.outcome
+            if report.when == "call":
+                record["seconds"] = round(report.duration, 1)
+    return report
+
+
+@pytest.fixture(scope="session")
+def the_lab() -> Iterator[dict[str, Any]]:
+    """The lab up for the whole session (brought down after, unless it was up before)."""
+    was_up = bool(lab.load_state().get("ready"))
+    try:
+        state = lab.up()
+        _SUMMARY.lab = {"timings": state.get("timings", {}), "deb": state.get("deb"),
+                        "already up": was_up}
+        yield state
+    finally:
+        _SUMMARY.write()
+        if not was_up and not os.environ.get("HANODE_LAB_KEEP"):
+            lab.down(quiet=True)
+
+
+@pytest.fixture
+def scenario(the_lab: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[
+        dict[str, Any]]:
+    """Both nodes back at the state after up (node1 active), and this scenario's record."""
+    record = _SUMMARY.scenario(request.node.name)
+    record["steps"]["reset"] = round(lab.reset(), 1)
+    yield record
+    _SUMMARY.write()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the summary once more with every outcome in it."""
+    if _SUMMARY.scenarios:
+        _SUMMARY.write()

@@ -1,0 +1,124 @@
+"""labctl's verbs (see tests/lab/labctl)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+from hanodelab import lab, net
+from hanodelab.image import Image
+from hanodelab.progress import say
+from hanodelab.qga import AgentError
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+
+def _up() -> int:
+    try:
+        state = lab.up()
+    except BaseException:
+        if os.environ.get("HANODE_LAB_KEEP"):
+            say("HANODE_LAB_KEEP is set: the lab is left as it is; `labctl down` removes it")
+        else:
+            say("up failed: cleaning up (serial logs are kept in build/lab/logs; set "
+                "HANODE_LAB_KEEP=1 to leave the VMs running for a look)")
+            lab.down(quiet=True)
+        raise
+    say("lab up: " + ", ".join(f"{k} {v}s" for k, v in state.get("timings", {}).items()
+                              if k != "image cached"))
+    return 0
+
+
+def _exec(name: str, command: list[str]) -> int:
+    result = lab.node(name).agent.sh(" ".join(command), timeout=3600)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.exitcode
+
+
+def _client(command: list[str]) -> int:
+    if not net.exists():
+        raise lab.LabError("the lab's namespace does not exist: run `tests/lab/labctl up`")
+    return subprocess.run(net.client_argv(command), check=False).returncode
+
+
+def _boot(name: str) -> int:
+    target = lab.node(name)
+    if target.running():
+        say(f"{name} is already running")
+        return 0
+    state = lab.load_state()
+    if not state.get("ready"):
+        raise lab.LabError("the lab is not up: run `tests/lab/labctl up` first")
+    img = Image(*(Path(state["image"][key]) for key in ("root", "kernel", "initrd")))
+    lab.boot([target], img, f"booting {name}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Run one labctl verb; its exit status."""
+    parser = argparse.ArgumentParser(prog="labctl", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("up", help="build, boot and provision the lab (idempotent)")
+    run = verbs.add_parser("exec", help="run a shell command in a node as root")
+    run.add_argument("node")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    verbs.add_parser("kill", help="hard power-off of a node").add_argument("node")
+    verbs.add_parser("boot", help="power on a node").add_argument("node")
+    client = verbs.add_parser("client", help="run a command as the client (192.0.2.100)")
+    client.add_argument("command", nargs=argparse.REMAINDER)
+    verbs.add_parser("reset", help="both nodes back to the snapshot taken by up")
+    verbs.add_parser("status", help="what runs")
+    verbs.add_parser("down", help="remove every VM, the namespace, taps and disks")
+    verbs.add_parser("demo", help="up, status, a switchover, status, down")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        say("labctl: needs root (qemu taps in a network namespace); run it with sudo")
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if args.verb == "up":
+            return _up()
+        if args.verb == "exec":
+            if not args.command:
+                parser.error("exec needs a command")
+            return _exec(args.node, args.command)
+        if args.verb == "kill":
+            lab.node(args.node).kill()
+            return 0
+        if args.verb == "boot":
+            return _boot(args.node)
+        if args.verb == "client":
+            if not args.command:
+                parser.error("client needs a command")
+            return _client(args.command)
+        if args.verb == "reset":
+            say(f"reset in {lab.reset():.1f}s")
+            return 0
+        if args.verb == "status":
+            print(json.dumps(lab.status(), indent=2))
+            return 0
+        if args.verb == "down":
+            lab.down()
+            return 0
+        if args.verb == "demo":
+            from hanodelab.demo import demo
+
+            return demo()
+    except (lab.LabError, AgentError) as exc:
+        say(f"labctl {args.verb}: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    raise AssertionError(args.verb)
+
+

@@ -1,0 +1,272 @@
+"""Acceptance scenarios on the two-node lab: real DRBD, systemd, apache2, PostgreSQL and
+the hanode .deb installed by dpkg. Each scenario starts from the snapshot taken after
+`labctl up` (node1 active by hanode-primary.service, node2 standby) and records its
+steps' timings, and hanode's own (`hanode status --json`), in build/lab/summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from typing import Any
+
+import pytest
+from hanodelab import lab, net
+from hanodelab.qga import ExecResult
+
+pytestmark = pytest.mark.lab
+
+NODE1, NODE2 = lab.NODES["node1"], lab.NODES["node2"]
+MANAGED = "drbdadm role srv; findmnt -n -o SOURCE /srv; ip -4 -br addr show dev eth0; " \
+    "ls -ld /etc/apache2 /var/www /var/lib/postgresql; " \
+    "systemctl is-active postgresql@15-main.service apache2.service; true"
+
+
+def hanode(target: lab.Node, arguments: str, timeout: float = 600) -> ExecResult:
+    """Run `hanode ARGUMENTS` on a node as root."""
+    return target.agent.sh(f"hanode {arguments}", timeout=timeout)
+
+
+def expect(result: ExecResult, code: int, what: str) -> ExecResult:
+    """Assert an exit code, showing the command's output when it is another."""
+    assert result.exitcode == code, (
+        f"{what}: exit {result.exitcode}, expected {code}\n"
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+def status(target: lab.Node) -> dict[str, Any]:
+    """`hanode status --json` of a node (its exit code in "exit")."""
+    result = hanode(target, "status --json", timeout=120)
+    assert result.exitcode in (0, 1, 3, 4), result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    assert document["exit"] == result.exitcode
+    return document
+
+
+def hanode_timings(document: dict[str, Any], verb: str) -> dict[str, Any]:
+    """Per-step timings of the last start or stop in a status document."""
+    report = document.get(f"last_{verb}") or {}
+    return {
+        "ok": report.get("ok"),
+        "seconds": report.get("seconds"),
+        "steps": {f"{step['step']} ({step['action']})": [step["result"], step["seconds"]]
+                  for step in report.get("steps", [])},
+    }
+
+
+def states(document: dict[str, Any]) -> dict[str, str]:
+    """Each resource's state in a status document."""
+    return {item["name"]: item["state"] for item in document["resources"]}
+
+
+def fetch(path: str) -> str:
+    """An HTTP GET through the floating IP, as the client."""
+    done = lab.client(["/usr/bin/python3", "-c",
+                       "import sys, urllib.request; "
+                       "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10)"
+                       ".read().decode())",
+                       f"http://{lab.VIP}{path}"], timeout=60)
+    assert done.returncode == 0, f"GET {path} through {lab.VIP} failed: {done.stderr}"
+    return done.stdout
+
+
+def psql(sql: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """SQL through the floating IP, as the client (psql, one connection per call)."""
+    return lab.client(["env", "PGCONNECT_TIMEOUT=5", "psql", "-X", "-q", "-A", "-t",
+                       "-v", "ON_ERROR_STOP=1", "-h", lab.VIP, "-U", "postgres",
+                       "-d", "postgres", "-c", sql], timeout=timeout)
+
+
+def sql_ok(sql: str) -> str:
+    """SQL through the floating IP that must succeed; its output."""
+    done = psql(sql)
+    assert done.returncode == 0, f"psql {sql!r}: {done.stderr}"
+    return done.stdout
+
+
+def needs_psql() -> None:
+    """The SQL scenarios need the PostgreSQL client on the host (the client's tools)."""
+    if shutil.which("psql") is None:
+        pytest.skip("needs psql on the host (apt-get install postgresql-client)")
+
+
+def timed(record: dict[str, Any], step: str, function: Any, *args: Any) -> Any:
+    """Call function(*args), recording its wall-clock seconds under step."""
+    started = time.monotonic()
+    try:
+        return function(*args)
+    finally:
+        record["steps"][step] = round(time.monotonic() - started, 2)
+
+
+def test_1_boot(scenario: dict[str, Any]) -> None:
+    """node1 was brought up by hanode-primary.service at boot; the client sees node1."""
+    unit = NODE1.agent.sh("systemctl is-active hanode-primary.service; "
+                          "systemctl is-enabled hanode-primary.service")
+    assert unit.stdout.split() == ["active", "enabled"]
+    document = status(NODE1)
+    scenario["hanode"]["node1 boot start"] = hanode_timings(document, "start")
+    assert document["exit"] == 0 and document["state"] == "up", document
+    assert set(states(document).values()) == {"up"}
+    assert list(states(document)) == ["drbd", "filesystem", "links", "address", "services"]
+    assert document["last_start"]["ok"] is True
+    peer = status(NODE2)
+    assert peer["exit"] == 3, peer
+    assert NODE2.agent.sh("systemctl is-enabled hanode-primary.service").stdout.strip() \
+        == "disabled"
+    assert "hanode lab" in timed(scenario, "GET / via VIP", fetch, "/")
+    assert fetch("/cgi-bin/node").strip() == "served by node1"
+    assert net.neighbour_mac(lab.VIP) == NODE1.mac()
+    scenario["steps"]["lab boot"] = lab.load_state().get("timings", {}).get("boot")
+
+
+def test_2_refusal(scenario: dict[str, Any]) -> None:
+    """`hanode start` on node2 while node1 is Primary: exit 4, nothing changed anywhere."""
+    before = {n.name: n.agent.sh(MANAGED).stdout for n in (NODE1, NODE2)}
+    assert before["node2"].startswith("Secondary/Primary")
+    result = timed(scenario, "start on node2 (refused)", hanode, NODE2, "start")
+    expect(result, 4, "hanode start on node2 while node1 is Primary")
+    after = {n.name: n.agent.sh(MANAGED).stdout for n in (NODE1, NODE2)}
+    assert after == before
+    assert status(NODE1)["exit"] == 0
+    assert status(NODE2)["exit"] == 3
+    assert fetch("/cgi-bin/node").strip() == "served by node1"
+    scenario["hanode"]["node2 refused start"] = hanode_timings(status(NODE2), "start")
+
+
+def test_3_switchover(scenario: dict[str, Any]) -> None:
+    """A planned switchover with /srv held open: every row is there, ARP follows at once."""
+    needs_psql()
+    sql_ok("create table rows (id integer primary key, at text default inet_server_addr())")
+    sql_ok("insert into rows (id) select generate_series(1, 500)")
+    for single in range(501, 511):  # and some single-row transactions
+        sql_ok(f"insert into rows (id) values ({single})")  # noqa: S608 (an int)
+    assert net.neighbour_mac(lab.VIP) == NODE1.mac()
+    holder = NODE1.agent.sh("cd /srv && (setsid sleep 3600 </dev/null >/dev/null 2>&1 &"
+                            " echo $!)")
+    pid = holder.stdout.strip()
+    assert pid.isdigit() and NODE1.agent.sh(f"readlink /proc/{pid}/cwd").stdout.strip() \
+        == "/srv"
+    started = time.monotonic()
+    expect(timed(scenario, "stop on node1", hanode, NODE1, "stop"), 0, "hanode stop on node1")
+    expect(timed(scenario, "start on node2", hanode, NODE2, "start"), 0,
+           "hanode start on node2")
+    scenario["steps"]["switchover"] = round(time.monotonic() - started, 2)
+    # Right away, before any traffic: the gratuitous ARPs updated the client's entry.
+    assert net.neighbour_mac(lab.VIP) == NODE2.mac()
+    assert NODE1.agent.sh(f"test -e /proc/{pid}").exitcode != 0, "the holder still runs"
+    assert sql_ok("select count(*), min(id), max(id) from rows").strip() == "510|1|510"
+    assert fetch("/cgi-bin/node").strip() == "served by node2"
+    first, second = status(NODE1), status(NODE2)
+    assert first["exit"] == 3 and second["exit"] == 0, (first, second)
+    scenario["hanode"]["node1 stop"] = hanode_timings(first, "stop")
+    scenario["hanode"]["node2 start"] = hanode_timings(second, "start")
+
+
+class WriteLoad:
+    """The client inserts numbered rows through the VIP, one transaction each, and keeps
+    the numbers whose COMMIT was acknowledged."""
+
+    def __init__(self) -> None:
+        self.committed: list[int] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        number = 0
+        while not self._stop.is_set():
+            number += 1
+            done = psql(f"insert into load (id) values ({number})", timeout=15)  # noqa: S608
+            if done.returncode == 0:
+                self.committed.append(number)
+            else:
+                self.failures += 1
+
+    def start(self) -> None:
+        """Begin the load in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the load (waits for the insert in flight to end)."""
+        self._stop.set()
+        self._thread.join(60)
+
+
+def test_4_crash(scenario: dict[str, Any]) -> None:
+    """node1 dies under a write load: node2 refuses alone without --force, takes over with
+    it, and every committed row is there."""
+    needs_psql()
+    sql_ok("create table load (id integer primary key)")
+    load = WriteLoad()
+    load.start()
+    lab.wait_for(lambda: len(load.committed) >= 30, 120, "30 committed rows")
+    killed = time.monotonic()
+    NODE1.kill()
+    lab.wait_for(lambda: load.failures > 0, 30, "the client to notice")
+    load.stop()
+    assert load.committed, "no row committed before the crash"
+    scenario["steps"]["rows committed"] = len(load.committed)
+    lab.wait_for(lambda: NODE2.agent.sh("drbdadm cstate srv").stdout.strip() != "Connected",
+                 60, "node2 to notice the dead peer", interval=0.2)
+    scenario["steps"]["peer loss noticed by DRBD"] = round(time.monotonic() - killed, 2)
+    before = NODE2.agent.sh(MANAGED).stdout
+    refused = timed(scenario, "start on node2 (refused)", hanode, NODE2, "start")
+    expect(refused, 4, "hanode start on node2 with the peer gone, without --force")
+    assert NODE2.agent.sh(MANAGED).stdout == before
+    forced = timed(scenario, "start --force on node2", hanode, NODE2, "start --force")
+    expect(forced, 0, "hanode start --force on node2")
+    scenario["steps"]["switchover"] = round(time.monotonic() - killed, 2)
+    assert net.neighbour_mac(lab.VIP) == NODE2.mac()
+    present = {int(line) for line in sql_ok("select id from load").split()}
+    missing = sorted(set(load.committed) - present)
+    assert not missing, f"committed rows lost in the crash: {missing}"
+    scenario["hanode"]["node2 forced start"] = hanode_timings(status(NODE2), "start")
+
+
+def test_5_shutdown(scenario: dict[str, Any]) -> None:
+    """`systemctl poweroff` on the active node runs hanode stop: node2 sees node1 become
+    Secondary before the link drops."""
+    NODE2.agent.sh("setsid sh -c 'exec drbdsetup events2 --timestamps srv'"
+                   " </dev/null >/root/events2.log 2>&1 &")
+    lab.wait_for(lambda: "exists -" in NODE2.agent.sh("cat /root/events2.log").stdout, 30,
+                 "drbdsetup events2 on node2")
+    started = time.monotonic()
+    NODE1.agent.exec(["/bin/systemctl", "poweroff"], wait=False)
+    assert NODE1.wait_exit(300), "node1 did not power off within 300 s"
+    scenario["steps"]["poweroff"] = round(time.monotonic() - started, 2)
+    time.sleep(1)
+    events = NODE2.agent.sh("cat /root/events2.log").stdout.splitlines()
+    changes = [line for line in events if " change connection " in line]
+    demoted = [i for i, line in enumerate(changes) if "role:Secondary" in line]
+    dropped = [i for i, line in enumerate(changes) if "connection:" in line
+               and "connection:Connected" not in line]
+    assert demoted and dropped, "\n".join(events)
+    assert demoted[0] < dropped[0], "\n".join(events)
+    assert NODE2.agent.sh("drbdadm dstate srv").stdout.startswith("UpToDate/")
+    assert NODE2.agent.sh("drbdadm role srv").stdout.startswith("Secondary/")
+    scenario["steps"]["events2"] = [line.split(" ", 1)[1] for line in changes]
+
+
+def test_6_idempotency(scenario: dict[str, Any]) -> None:
+    """start twice, stop twice on the same node: the repeats change nothing and exit 0."""
+    for label in ("start #1", "start #2", "stop #1", "stop #2"):
+        verb = label.split()[0]
+        expect(timed(scenario, label, hanode, NODE1, verb), 0, f"hanode {label} on node1")
+        document = status(NODE1)
+        scenario["hanode"][label] = hanode_timings(document, verb)
+        if verb == "start":
+            assert document["exit"] == 0, document
+            # Already up (at boot): every step of these starts was a no-op.
+            steps = document["last_start"]["steps"]
+            assert {step["result"] for step in steps} == {"skipped"}, steps
+        else:
+            assert document["exit"] == 3, document
+    steps = status(NODE1)["last_stop"]["steps"]
+    assert {step["result"] for step in steps} == {"skipped"}, steps
+    expect(hanode(NODE1, "start"), 0, "hanode start on node1 after the stops")
+    assert fetch("/cgi-bin/node").strip() == "served by node1"
