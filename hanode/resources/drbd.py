@@ -355,16 +355,23 @@ class Drbd(Resource):
         state = self.read_state()
         if state is not None and state.role is Role.PRIMARY:
             return []
-        timeouts = self.timeouts()
         lines = [] if state is not None else [f"drbdadm up {self.resource}"]
-        if state is None or not state.cstate.connected:
-            wfc = timeouts.seconds(TimeoutKind.WFC)
-            lines.append(
-                f"wait for the peer up to {wfc}s (wfc-timeout from "
-                f"{timeouts.sources.get(TimeoutKind.WFC)}; degr-wfc {timeouts.degr_wfc}s and "
-                f"outdated-wfc {timeouts.outdated_wfc}s when DRBD's meta-data says so)"
-            )
-        named = self.become_primary_on() or "unset"
+        try:
+            timeouts = self.timeouts()
+            named = self.become_primary_on() or "unset"
+        except HanodeError as err:
+            # drbdadm absent or the resource undefined here: plan from hanode.toml alone
+            wfc = self.config.wfc_timeout or "wfc-timeout"
+            lines.append(f"wait for the peer up to {wfc}s (drbd.conf not readable: {err.message})")
+            named = self.config.become_primary_on or "become-primary-on from drbd.conf"
+        else:
+            if state is None or not state.cstate.connected:
+                wfc_seconds = timeouts.seconds(TimeoutKind.WFC)
+                lines.append(
+                    f"wait for the peer up to {wfc_seconds}s (wfc-timeout from "
+                    f"{timeouts.sources.get(TimeoutKind.WFC)}; degr-wfc {timeouts.degr_wfc}s and "
+                    f"outdated-wfc {timeouts.outdated_wfc}s when DRBD's meta-data says so)"
+                )
         lines.append(
             f"drbdadm primary {self.resource} if safe: peer not Primary, local disk UpToDate; "
             f"peer absent: only on become-primary-on ({named}) or with --force"
