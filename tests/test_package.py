@@ -1,0 +1,555 @@
+"""The Debian package, proven.
+
+Unit tier: the man pages, the bash completion and the unit file agree with the code
+(every verb, option, exit code and config key with its default; timeouts that cover
+hanode's own bounds).
+
+Root tier: scripts/build-deb builds the .deb offline, lintian passes it, its maintainer
+scripts never start or stop the unit, and apt installs it (Depends resolved from
+Debian, without Recommends) into a clean minbase Debian 12 root made by mmdebstrap,
+where `hanode --help`, `hanode check` and `hanode status` run. The base root is cached
+under /var/cache/hanode-pkgtest, keyed by a hash of its recipe. Figures (build time,
+install time, sizes, lintian tags) go to build/deb/package-test.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+
+from hanode import config
+from hanode.cli import build_parser
+from hanode.errors import Exit, StatusExit
+
+ROOT = Path(__file__).resolve().parent.parent
+MAN8 = ROOT / "man" / "hanode.8.md"
+MAN5 = ROOT / "man" / "hanode.toml.5.md"
+COMPLETION = ROOT / "completions" / "hanode"
+UNIT = ROOT / "units" / "hanode-primary.service"
+SHIPPED = ROOT / "etc" / "hanode" / "hanode.toml"
+BUILD_DEB = ROOT / "scripts" / "build-deb"
+FIGURES = ROOT / "build" / "deb" / "package-test.json"
+BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
+
+CACHE = Path("/var/cache/hanode-pkgtest")
+# The clean Debian 12 the package must install into: everything in it is part of the
+# recipe, so a change of any of it makes a new cache key.
+SOURCES = (
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+)
+MMDEBSTRAP = ("mmdebstrap", "--variant=minbase", "--format=tar", "--quiet", "bookworm")
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+# lintian tags tolerated at error and warning level; everything else fails the test
+ALLOWED_TAGS = {"initial-upload-closes-no-bugs"}
+# "E: hanode: tag-name [context]", "W: hanode source: tag", "I: hanode: tag"
+LINTIAN_LINE = re.compile(r"^(?P<level>[EWIPXO]): (?P<what>[^:]+): (?P<tag>[a-z0-9][a-z0-9.+-]*)")
+
+SECTIONS = {
+    "drbd": config.DrbdConfig,
+    "filesystem": config.FilesystemConfig,
+    "links": config.LinksConfig,
+    "address": config.AddressConfig,
+    "services": config.ServicesConfig,
+}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def needs(program: str) -> str:
+    """The path of a tool the package tests need: skip without it, fail in CI."""
+    found = shutil.which(program, path=SYSTEM_PATH)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{program} is missing in CI: tests/setup-host installs it")
+        pytest.skip(f"{program} is not installed")
+    return found
+
+
+def system_env(**extra: str) -> dict[str, str]:
+    """A clean environment with Debian's python3 first (pyenv's shims are not)."""
+    return {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "HOME": "/root", **extra}
+
+
+def option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def verb_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("hanode's parser has no verbs")
+
+
+def man_section(text: str, title: str) -> str:
+    """The body of a '# TITLE' section of a Markdown man page."""
+    match = re.search(rf"^# {re.escape(title)}\n(.*?)(?=^# |\Z)", text, re.M | re.S)
+    assert match, f"no section '# {title}'"
+    return match.group(1)
+
+
+def key_paragraph(section_text: str, key: str) -> str:
+    """The definition of one config key: from its '**key** =' line to the next key."""
+    match = re.search(
+        rf"^\*\*{re.escape(key)}\*\* =.*?(?=^\*\*[a-z-]+\*\* =|\Z)", section_text, re.M | re.S
+    )
+    assert match, f"{key} is not documented"
+    return match.group(0)
+
+
+def toml_literal(value: object) -> str:
+    """How a default is written in the man page: a TOML literal in bold."""
+    if isinstance(value, Enum):
+        value = value.value
+    return f"**{tomlkit.item(value).as_string()}**"
+
+
+def unit_file() -> configparser.ConfigParser:
+    # systemd's unit syntax is ini-like; the keys used here are single-valued
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(UNIT.read_text())
+    return parser
+
+
+def default_of(cls: type, name: str) -> Any:
+    for field in dataclasses.fields(cls):
+        if field.name == name:
+            return field.default
+    raise AssertionError(f"{cls.__name__} has no field {name}")
+
+
+# -- unit tier: the documentation and the unit agree with the code ---------------------
+
+
+def test_man_page_names_every_verb_and_option() -> None:
+    text = MAN8.read_text()
+    parser = build_parser()
+    synopsis = man_section(text, "SYNOPSIS")
+    options = man_section(text, "OPTIONS")
+    for option in option_strings(parser):
+        assert f"**{option}**" in options, f"hanode(8) does not document {option}"
+    for verb, sub in verb_parsers(parser).items():
+        assert f"**{verb}**" in synopsis, f"hanode(8) SYNOPSIS lacks {verb}"
+        assert f"**{verb}**" in man_section(text, "COMMANDS"), f"no COMMANDS entry for {verb}"
+        for option in option_strings(sub):
+            assert f"**{option}**" in options, f"hanode(8) does not document {verb} {option}"
+            if option not in option_strings(parser) and option not in ("-h", "--help"):
+                # a verb's own option is shown with that verb in the synopsis
+                line = next(line for line in synopsis.splitlines() if f"**{verb}**" in line)
+                assert f"**{option}**" in line, f"SYNOPSIS of {verb} lacks {option}"
+
+
+def test_man_page_lists_every_exit_code() -> None:
+    exit_status = man_section(MAN8.read_text(), "EXIT STATUS")
+    for code in [*Exit, *StatusExit]:
+        assert re.search(rf"^\*\*{int(code)}\*\*$", exit_status, re.M), f"exit {int(code)}"
+
+
+def test_config_man_page_documents_every_key_with_its_default() -> None:
+    text = MAN5.read_text()
+    for name, cls in SECTIONS.items():
+        body = man_section(text, f"[{name}]")
+        for field in dataclasses.fields(cls):
+            if cls is config.LinksConfig and field.name == "links":
+                key_paragraph(body, "links")
+                continue
+            key = field.name.replace("_", "-")
+            paragraph = key_paragraph(body, key)
+            if field.default is dataclasses.MISSING:
+                # required, or a default computed from another key or another file
+                assert "*Required" in paragraph or "Default:" in paragraph, key
+            elif field.default is not None:
+                assert "Default:" in paragraph, f"[{name}] {key}: no default given"
+                assert (
+                    toml_literal(field.default) in paragraph
+                ), f"[{name}] {key}: default {toml_literal(field.default)} not shown"
+            else:
+                assert "Default:" in paragraph, f"[{name}] {key}: no default given"
+
+
+def test_config_man_page_matches_the_shipped_config() -> None:
+    # every key the shipped config names is documented in its section, and parses
+    text = MAN5.read_text()
+    uncommented = re.sub(r"^# ", "", SHIPPED.read_text(), flags=re.M)
+    document = tomlkit.parse(uncommented).unwrap()
+    assert set(document) == set(SECTIONS)
+    for name, keys in document.items():
+        body = man_section(text, f"[{name}]")
+        for key in keys:
+            key_paragraph(body, key)
+    config.parse(uncommented, SHIPPED)
+
+
+def test_man_page_example_is_a_valid_config() -> None:
+    example = man_section(MAN5.read_text(), "EXAMPLE")
+    toml = "\n".join(line[4:] for line in example.splitlines() if line.startswith("    "))
+    parsed = config.parse(toml, MAN5)
+    assert parsed.sections() == list(SECTIONS)
+
+
+def completions(*words: str) -> list[str]:
+    """What bash completion offers after `words` (the last one is being typed)."""
+    script = (
+        'source "$1" && source "$2" && shift 2 && '
+        'COMP_WORDS=("$@") COMP_CWORD=$(($# - 1)) COMP_LINE="$*" COMP_POINT=${#COMP_LINE} '
+        '&& _comp_hanode hanode "${COMP_WORDS[-1]}" "${COMP_WORDS[-2]}" '
+        '&& printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    result = subprocess.run(
+        ["bash", "-c", script, "bash", str(BASH_COMPLETION), str(COMPLETION), "hanode", *words],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=system_env(),
+    )
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def test_completion_offers_every_verb_and_option() -> None:
+    if not BASH_COMPLETION.exists():
+        if os.environ.get("CI"):
+            pytest.fail("bash-completion is missing in CI: tests/setup-host installs it")
+        pytest.skip("bash-completion is not installed")
+    parser = build_parser()
+    verbs = verb_parsers(parser)
+    assert sorted(completions("")) == sorted(verbs)
+    assert sorted(completions("st")) == ["start", "status", "stop"]
+    assert completions("-c", "/etc/hanode/hanode.toml", "ch") == ["check"]
+    assert set(completions("-")) == option_strings(parser)
+    for verb, sub in verbs.items():
+        offered = set(completions("-c", "/etc/hanode/hanode.toml", verb, "-"))
+        assert offered == option_strings(sub), verb
+
+
+def test_unit_runs_hanode_as_a_oneshot_that_stays_active() -> None:
+    unit = unit_file()
+    assert unit["Service"]["Type"] == "oneshot"
+    assert unit["Service"]["RemainAfterExit"] == "yes"
+    assert unit["Service"]["ExecStart"] == "/usr/bin/hanode start"
+    assert unit["Service"]["ExecStop"] == "/usr/bin/hanode stop"
+    assert set(unit["Unit"]["After"].split()) == {"network-online.target", "dbus.service"}
+    assert unit["Unit"]["Wants"] == "network-online.target"
+    assert unit["Unit"]["Documentation"].split() == ["man:hanode(8)", "man:hanode.toml(5)"]
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_unit_timeouts_cover_hanodes_own_bounds() -> None:
+    from hanode import drbdstate
+    from hanode.resources import drbd, mount
+
+    unit = unit_file()
+    units = 2  # the how-to's services: postgresql and apache2
+    services = units * default_of(config.ServicesConfig, "timeout")
+    stop = (
+        services
+        + default_of(config.FilesystemConfig, "stop_timeout")
+        + 2 * drbd.COMMAND_TIMEOUT  # drbdadm secondary, then secondary --force
+    )
+    start = (
+        2 * drbd.COMMAND_TIMEOUT  # drbdadm up, drbdadm primary
+        + drbdstate.DEFAULT_TIMEOUT  # the wait for the peer
+        + mount.MOUNT_TIMEOUT
+        + 2  # duplicate-address probe and first ARP burst
+        + services
+    )
+    assert int(unit["Service"]["TimeoutStopSec"]) >= stop
+    # a failed start rolls back within the same job
+    assert int(unit["Service"]["TimeoutStartSec"]) >= start + stop
+
+
+# -- root tier: build, lint, install into a clean Debian 12 ----------------------------
+
+
+@pytest.fixture(scope="module")
+def figures() -> Iterator[dict[str, Any]]:
+    """Measurements of this run, written to build/deb/package-test.json at the end."""
+    found: dict[str, Any] = {}
+    yield found
+    if found:
+        FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        FIGURES.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+        print(f"\npackage figures ({FIGURES}):\n{json.dumps(found, indent=1, sort_keys=True)}")
+
+
+@pytest.fixture(scope="module")
+def deb(figures: dict[str, Any]) -> Path:
+    """The .deb, built by scripts/build-deb exactly as a person or CI would run it."""
+    needs("dpkg-buildpackage")
+    began = time.monotonic()
+    result = subprocess.run(
+        [str(BUILD_DEB)], capture_output=True, text=True, timeout=1800, check=False
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    figures["build_seconds"] = round(time.monotonic() - began, 1)
+    path = Path(result.stdout.strip().splitlines()[-1])
+    assert path.is_file() and path.parent == ROOT / "build" / "deb", result.stdout
+    figures["deb_bytes"] = path.stat().st_size
+    return path
+
+
+def deb_field(deb: Path, field: str) -> str:
+    result = subprocess.run(
+        ["dpkg-deb", "--field", str(deb), field], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def relations(value: str) -> set[str]:
+    """Package names of a Depends-like field, without versions or alternatives."""
+    return {alt.split()[0].split(":")[0] for part in value.split(",") for alt in part.split("|")}
+
+
+@pytest.mark.root
+def test_package_metadata_and_contents(deb: Path, figures: dict[str, Any]) -> None:
+    depends = relations(deb_field(deb, "Depends"))
+    assert {
+        "python3",
+        "python3-pyroute2",
+        "python3-systemd",
+        "python3-psutil",
+        "python3-tomlkit",
+        "python3-jeepney",
+        "mount",
+    } <= depends
+    assert "drbd-utils" in relations(deb_field(deb, "Recommends"))
+    assert deb_field(deb, "Architecture") == "all"
+    figures["installed_size_kib"] = int(deb_field(deb, "Installed-Size"))
+    listing = subprocess.run(
+        ["dpkg-deb", "--contents", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
+    paths = {line.split()[-1].removeprefix(".") for line in listing.splitlines()}
+    for expected in (
+        "/usr/bin/hanode",
+        "/usr/lib/python3/dist-packages/hanode/cli.py",
+        "/lib/systemd/system/hanode-primary.service",
+        "/etc/hanode/hanode.toml",
+        "/usr/share/man/man8/hanode.8.gz",
+        "/usr/share/man/man5/hanode.toml.5.gz",
+        "/usr/share/bash-completion/completions/hanode",
+        "/usr/share/doc/hanode/examples/hanode.toml",
+        "/usr/share/doc/hanode/README.Debian",
+    ):
+        assert expected in paths, expected
+    # nothing of the build-time test run leaks into the package
+    assert not [p for p in paths if "/dist-packages/" in p and ("test" in p or "cache" in p)]
+
+
+@pytest.mark.root
+def test_maintainer_scripts_never_start_or_stop_the_unit(deb: Path, tmp_path: Path) -> None:
+    subprocess.run(["dpkg-deb", "--control", str(deb), str(tmp_path)], check=True)
+    assert (tmp_path / "conffiles").read_text().split() == ["/etc/hanode/hanode.toml"]
+    for script in ("preinst", "postinst", "prerm", "postrm"):
+        path = tmp_path / script
+        if not path.exists():
+            continue
+        text = path.read_text()
+        # an upgrade must never stop (tear down) the active node, nor start one
+        assert "deb-systemd-invoke" not in text, script
+        assert not re.search(r"systemctl .*\b(start|stop|restart)\b", text), script
+        # enabled only where the admin had enabled it before
+        for line in text.splitlines():
+            if "deb-systemd-helper enable" in line:
+                assert "was-enabled" in text, script
+
+
+@pytest.mark.root
+def test_lintian_passes(deb: Path, figures: dict[str, Any]) -> None:
+    lintian = needs("lintian")
+    changes = next(deb.parent.glob("hanode_*.changes"))
+    result = subprocess.run(
+        [
+            *(lintian, "--info", "--display-info", "--pedantic", "--display-experimental"),
+            *("--show-overrides", str(changes)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=system_env(),
+    )
+    lines = result.stdout.splitlines()
+    tags = [match.groupdict() for match in map(LINTIAN_LINE.match, lines) if match]
+    figures["lintian"] = sorted({f"{tag['level']}: {tag['tag']}" for tag in tags})
+    figures["lintian_exit"] = result.returncode
+    bad = {tag["tag"] for tag in tags if tag["level"] in "EW"} - ALLOWED_TAGS
+    assert not bad, result.stdout
+    assert result.returncode in (0, 1), result.stderr  # 2: lintian itself failed
+
+
+def recipe_key() -> str:
+    recipe = json.dumps({"mmdebstrap": MMDEBSTRAP, "sources": SOURCES})
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def base_tar(figures: dict[str, Any]) -> Path:
+    """A minbase Debian 12 root as a tarball, built once and cached by its recipe."""
+    needs("mmdebstrap")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"bookworm-minbase-{recipe_key()}.tar"
+    figures["base_cached"] = path.exists()
+    if not path.exists():
+        began = time.monotonic()
+        partial = path.with_suffix(".tar.partial")
+        partial.unlink(missing_ok=True)  # left by a run that was cut short
+        subprocess.run(
+            [*MMDEBSTRAP, str(partial), *SOURCES],
+            check=True,
+            timeout=1200,
+            env=system_env(),
+        )
+        partial.rename(path)
+        figures["base_build_seconds"] = round(time.monotonic() - began, 1)
+        for stale in CACHE.glob("bookworm-minbase-*.tar"):
+            if stale != path:
+                stale.unlink()
+    return path
+
+
+def in_chroot(
+    root: Path, *argv: str, network: bool = False, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run argv inside root, in private mount and pid namespaces with their own /proc;
+    without `network`, in an empty network namespace too (only lo, down)."""
+    isolate = ["--mount", "--pid", "--fork", "--kill-child", f"--mount-proc={root}/proc"]
+    if not network:
+        isolate.append("--net")
+    return subprocess.run(
+        ["unshare", *isolate, "chroot", str(root), *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=system_env(DEBIAN_FRONTEND="noninteractive"),
+    )
+
+
+@pytest.fixture(scope="module")
+def installed(deb: Path, base_tar: Path, figures: dict[str, Any]) -> Iterator[Path]:
+    """A fresh copy of the base root with the .deb installed by apt from Debian."""
+    needs("unshare")
+    with tempfile.TemporaryDirectory(prefix="hanode-pkgtest-") as scratch:
+        root = Path(scratch) / "root"
+        root.mkdir()
+        with tarfile.open(base_tar) as archive:
+            archive.extractall(root, numeric_owner=True)  # noqa: S202 - our own tarball
+        shutil.copyfile("/etc/resolv.conf", root / "etc" / "resolv.conf")
+        # downloaded .debs are kept between runs, so a second run fetches only the lists
+        archives = CACHE / "archives"
+        archives.mkdir(exist_ok=True)
+        for cached in archives.glob("*.deb"):
+            shutil.copy2(cached, root / "var" / "cache" / "apt" / "archives")
+        shutil.copy2(deb, root / "tmp" / deb.name)
+        began = time.monotonic()
+        update = in_chroot(root, "apt-get", "update", "-q", network=True, timeout=600)
+        assert update.returncode == 0, update.stdout + update.stderr
+        install = in_chroot(
+            root,
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            f"/tmp/{deb.name}",
+            network=True,
+            timeout=1200,
+        )
+        assert install.returncode == 0, install.stdout + install.stderr
+        figures["chroot_install_seconds"] = round(time.monotonic() - began, 1)
+        added = re.search(r"After this operation, (.+) of additional disk space", install.stdout)
+        figures["chroot_added_by_install"] = added.group(1) if added else None
+        fetched = re.search(r"Need to get (\S+ \S+)", install.stdout)
+        figures["chroot_downloaded"] = fetched.group(1) if fetched else None
+        new = re.search(r"(\d+) newly installed", install.stdout)
+        figures["chroot_packages_installed"] = int(new.group(1)) if new else None
+        for fetched in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
+            if not (archives / fetched.name).exists():
+                shutil.copy2(fetched, archives)
+        yield root
+
+
+@pytest.mark.root
+def test_installed_hanode_shows_its_help(installed: Path) -> None:
+    result = in_chroot(installed, "hanode", "--help")
+    assert result.returncode == 0, result.stderr
+    for verb in verb_parsers(build_parser()):
+        assert verb in result.stdout
+
+
+@pytest.mark.root
+def test_installed_unit_is_not_enabled(installed: Path) -> None:
+    assert (installed / "lib/systemd/system/hanode-primary.service").is_file()
+    wants = installed / "etc/systemd/system/multi-user.target.wants/hanode-primary.service"
+    assert not wants.exists() and not wants.is_symlink()
+
+
+@pytest.mark.root
+def test_installed_shipped_config_is_inert(installed: Path) -> None:
+    result = in_chroot(installed, "hanode", "check")
+    assert result.returncode == Exit.USAGE, result.stdout + result.stderr
+    assert "/etc/hanode/hanode.toml: no section is configured" in result.stderr
+
+
+@pytest.mark.root
+def test_installed_check_of_the_example_reports_missing_devices(
+    installed: Path, figures: dict[str, Any]
+) -> None:
+    example = "/usr/share/doc/hanode/examples/hanode.toml"
+    result = in_chroot(installed, "hanode", "-c", example, "check")
+    output = result.stdout + result.stderr
+    figures["chroot_check_output"] = output.splitlines()
+    # the config is valid: no config error (2), no crash; this node lacks the devices (1)
+    assert result.returncode == Exit.FAILED, output
+    assert f"config {example}: ok" in result.stdout
+    assert "internal error" not in output and "Traceback" not in output
+    findings: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines()[1:]:
+        level, _, rest = line.partition(" ")
+        step, _, message = rest.strip().partition(" ")
+        if level in ("error", "warning"):
+            findings.setdefault(step, []).append(message)
+    # drbd-utils is only recommended (not installed here), there is no /dev/drbd1, no
+    # eth0 in this root's empty network namespace and no system bus: each is named
+    # under its own step
+    expected = {
+        "drbd": "drbdadm",
+        "filesystem": "/dev/drbd1",
+        "address": "eth0",
+        "services": "system bus",
+    }
+    for step, missing in expected.items():
+        assert any(missing in message for message in findings.get(step, [])), (step, output)
+    assert re.search(r"^\d+ problem\(s\) found", result.stdout, re.M), output
+
+
+@pytest.mark.root
+def test_installed_status_runs(installed: Path) -> None:
+    example = "/usr/share/doc/hanode/examples/hanode.toml"
+    result = in_chroot(installed, "hanode", "-c", example, "status", "--json")
+    output = result.stdout + result.stderr
+    assert result.returncode in {int(code) for code in StatusExit}, output
+    assert "internal error" not in output and "Traceback" not in output
+    document = json.loads(result.stdout)
+    assert [resource["name"] for resource in document["resources"]] == list(SECTIONS)
