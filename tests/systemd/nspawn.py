@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import shutil
 import signal
@@ -84,6 +85,9 @@ def recipe_hash() -> str:
         digest.update(f"{parent}>{child}".encode() + b"\0")
     for path in sorted(UNITS.iterdir()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    # How it is built counts too, not only from what.
+    for function in (_customize_hooks, _mmdebstrap_argv):
+        digest.update(inspect.getsource(function).encode())
     return digest.hexdigest()[:16]
 
 
@@ -109,20 +113,9 @@ def rootfs(log: bool = False) -> Path:
         return root
     CACHE.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f"{key}.", suffix=".building", dir=CACHE))
-    argv = [
-        "mmdebstrap",
-        "--variant=minbase",
-        "--mode=root",
-        "--format=directory",
-        f"--include={','.join(PACKAGES)}",
-        *(f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES),
-        *(f"--customize-hook={hook}" for hook in _customize_hooks()),
-        SUITE,
-        str(building),
-    ]
     try:
         subprocess.run(
-            argv,
+            _mmdebstrap_argv(building),
             check=True,
             stdin=subprocess.DEVNULL,
             stdout=None if log else subprocess.DEVNULL,
@@ -135,12 +128,33 @@ def rootfs(log: bool = False) -> Path:
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    building.rename(root)
-    # Old recipes are dead weight: keep only the current one.
+    try:
+        building.rename(root)
+    except OSError:
+        # A concurrent run finished the same recipe first: use its tree.
+        shutil.rmtree(building, ignore_errors=True)
+        if not (root / "etc/os-release").exists():
+            raise
+    # Old recipes, and builds that died an hour ago or more, are dead weight.
     for other in CACHE.iterdir():
-        if other != root and not other.name.endswith(".building"):
+        stale = time.time() - other.stat().st_mtime > 3600
+        if other != root and (stale or not other.name.endswith(".building")):
             shutil.rmtree(other, ignore_errors=True)
     return root
+
+
+def _mmdebstrap_argv(target: Path) -> list[str]:
+    return [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--mode=root",
+        "--format=directory",
+        f"--include={','.join(PACKAGES)}",
+        *(f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES),
+        *(f"--customize-hook={hook}" for hook in _customize_hooks()),
+        SUITE,
+        str(target),
+    ]
 
 
 class Container:
