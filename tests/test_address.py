@@ -577,7 +577,35 @@ def test_plans_follow_the_state(pair: Pair) -> None:
     assert [f.level for f in findings] == [Level.OK]
 
 
+@pytest.mark.root
+def test_host_route_address_has_no_broadcast_and_arp_count_0_is_silent(pair: Pair) -> None:
+    host = ipaddress.IPv4Interface("192.0.2.10/32")
+    config = address_config(host, arp_count=0, probe=False)
+    with capture(pair) as cap:
+        node_start(pair, config)
+        frames = cap.collect(0.5)
+    info = [a for a in pair.node_addresses() if a["local"] == "192.0.2.10"]
+    assert len(info) == 1 and info[0]["prefixlen"] == 32
+    assert "broadcast" not in info[0]
+    assert not garps(frames, V4.ip)
+    assert node_probe(pair, config)[0] is State.UP
+    node_stop(pair, config)
+    assert not pair.node_has(host)
+
+
 # -- IPv6 ---------------------------------------------------------------------------
+
+
+@pytest.mark.root
+def test_ipv6_disabled_on_the_interface_fails_naming_it(pair: Pair) -> None:
+    with inside(pair.node):
+        Path("/proc/sys/net/ipv6/conf/eth0/disable_ipv6").write_text("1\n")
+    config = address_config(V6)
+    with pytest.raises(StepFailed, match="IPv6 is disabled on eth0"):
+        node_start(pair, config)
+    with inside(pair.node):
+        findings = FloatingAddress(config).check()
+    assert any(f.level is Level.ERROR and "disable_ipv6=0" in (f.hint or "") for f in findings)
 
 
 def icmp6(frames: list[tuple[float, bytes]]) -> list[tuple[float, bytes, bytes]]:

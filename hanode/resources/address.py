@@ -321,6 +321,10 @@ class FloatingAddress(Resource):
             raise StepFailed(
                 f"interface {name} has no carrier (link down)", "check its cable or switch port"
             )
+        if not self._v4 and ipv6_disabled(name):
+            raise StepFailed(
+                f"IPv6 is disabled on {name}", f"sysctl -w net.ipv6.conf.{name}.disable_ipv6=0"
+            )
         if self._v4 and self.config.arp_count and link.mac is None:
             raise StepFailed(
                 f"interface {name} has no Ethernet address: cannot announce {self.config.ip.ip}",
