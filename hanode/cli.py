@@ -146,6 +146,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     action = Action(args.verb)
     if args.dry_run:
         return _plan(engine, action)
+    # Never hold the mount we may unmount (an admin often runs this from inside /srv).
+    os.chdir("/")
     ctx = Context(
         force=getattr(args, "force", False),
         down=getattr(args, "down", False),
