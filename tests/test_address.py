@@ -155,6 +155,20 @@ def test_assess_missing_interface_is_unknown() -> None:
     assert "eth0 does not exist" in status.summary
 
 
+def test_link_without_ethernet_address() -> None:
+    """tun or wireguard: no MAC, so nothing to announce with and no ARP to probe with."""
+    tun = Scan(Link(2, "eth0", 0x10001, None), (), ())
+    with pytest.raises(StepFailed, match="no Ethernet address") as caught:
+        FloatingAddress(address_config())._usable_link(tun)
+    assert "arp-count = 0" in str(caught.value)
+    silent = FloatingAddress(address_config(arp_count=0))
+    link = silent._usable_link(tun)
+    assert not silent._probes(link)
+    assert FloatingAddress(address_config())._probes(LINK)
+    assert not FloatingAddress(address_config(probe=False))._probes(LINK)
+    assert not FloatingAddress(address_config(V6))._probes(LINK)
+
+
 def _toml(label: str) -> str:
     return f'[address]\nip = "192.0.2.10/24"\ninterface = "eth0"\nlabel = "{label}"\n'
 

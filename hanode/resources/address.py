@@ -299,7 +299,7 @@ class FloatingAddress(Resource):
                 self._delete(ipr, link)
                 exact = None
             if exact is None:
-                if self._v4 and config.probe:
+                if self._probes(link):
                     self._probe_duplicate(link, ctx)
                 self._add(ipr, link)
             else:
@@ -351,8 +351,13 @@ class FloatingAddress(Resource):
                 f"remove it (ip address del {other.ip} dev {other.ifname}) or fix [address]",
             )
 
+    def _probes(self, link: Link) -> bool:
+        """Whether start probes for a duplicate by ARP (IPv6 has the kernel's DAD)."""
+        # a link without an Ethernet address (tun, wireguard) has no ARP to probe with
+        return self._v4 and self.config.probe and link.mac is not None
+
     def _probe_duplicate(self, link: Link, ctx: Context) -> None:
-        assert link.mac is not None  # _usable_link made sure (or arp-count is 0)
+        assert link.mac is not None  # _probes() made sure
         ip = self.config.ip.ip
         assert isinstance(ip, ipaddress.IPv4Address)
         with ctx.waiting(f"probing for another holder of {ip}") as line:
@@ -549,7 +554,7 @@ class FloatingAddress(Resource):
             return [f"refuse: {err.message}"]
         exact = found.exact(config)
         if exact is None or exact.dad_failed:
-            if self._v4 and config.probe:
+            if self._probes(link):
                 lines.append(
                     f"probe {config.ip.ip} for another holder "
                     f"(ARP on {link.name}, {announce.PROBE_TIMEOUT:g}s at most)"
