@@ -365,17 +365,13 @@ def test_start_adds_probes_and_announces_in_two_bursts(pair: Pair) -> None:
     assert info[0]["label"] == "eth0:1"
     assert info[0].get("secondary") is True  # the node's own 192.0.2.2 stays primary
 
-    probes = [
-        announce.parse_arp(f)
-        for _, f in frames
-        if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified
-    ]
+    node_mac = announce.parse_mac(pair.node_mac)
+    probes = [a for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified]
     assert len(probes) == announce.PROBE_SENDS
-    assert all(p and p.target_ip == V4.ip for p in probes)
+    assert all(p.target_ip == V4.ip and p.sender_mac == node_mac for p in probes)
 
     sent = garps(frames, V4.ip)
     assert len(sent) == 4, [str(a) for _, a in sent]
-    node_mac = announce.parse_mac(pair.node_mac)
     for _, arp in sent:
         assert arp.sender_mac == node_mac
         assert arp.op == announce.ARPOP_REQUEST
@@ -385,9 +381,8 @@ def test_start_adds_probes_and_announces_in_two_bursts(pair: Pair) -> None:
     assert offsets[1] - offsets[0] == pytest.approx(0.2, abs=0.1)
     assert offsets[2] - offsets[1] == pytest.approx(2.0, abs=0.3)  # the second burst
     assert offsets[3] - offsets[2] == pytest.approx(0.2, abs=0.1)
-    for _, frame in frames:
-        if announce.parse_arp(frame) and announce.parse_arp(frame).sender_ip == V4.ip:  # type: ignore[union-attr]
-            assert frame[:6] == b"\xff" * 6  # broadcast, so every host updates
+    ours = [f for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip == V4.ip]
+    assert all(f[:6] == b"\xff" * 6 for f in ours)  # broadcast, so every host updates
 
     # arp_accept=1: the peer learnt the address from the announcement alone
     assert pair.peer_neighbour("192.0.2.10") == pair.node_mac
