@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -336,10 +337,7 @@ def test_package_metadata_and_contents(deb: Path, figures: dict[str, Any]) -> No
     assert "drbd-utils" in relations(deb_field(deb, "Recommends"))
     assert deb_field(deb, "Architecture") == "all"
     figures["installed_size_kib"] = int(deb_field(deb, "Installed-Size"))
-    listing = subprocess.run(
-        ["dpkg-deb", "--contents", str(deb)], capture_output=True, text=True, check=True
-    ).stdout
-    paths = {line.split()[-1].removeprefix(".") for line in listing.splitlines()}
+    paths = deb_paths(deb)
     for expected in (
         "/usr/bin/hanode",
         "/usr/lib/python3/dist-packages/hanode/cli.py",
@@ -428,16 +426,27 @@ def base_tar(figures: dict[str, Any]) -> Path:
     return path
 
 
+# A terminal of its own for what runs inside (the build's tests open a pty), mounted
+# in the private mount namespace, so nothing of it outlives the command.
+WITH_PTS = (
+    "/bin/sh",
+    "-c",
+    "mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts"
+    ' && mount --bind /dev/pts/ptmx /dev/ptmx && exec "$@"',
+    "with-pts",
+)
+
+
 def in_chroot(
     root: Path, *argv: str, network: bool = False, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv inside root, in private mount and pid namespaces with their own /proc;
-    without `network`, in an empty network namespace too (only lo, down)."""
+    """Run argv inside root, in private mount and pid namespaces with their own /proc
+    and /dev/pts; without `network`, in an empty network namespace too (only lo, down)."""
     isolate = ["--mount", "--pid", "--fork", "--kill-child", f"--mount-proc={root}/proc"]
     if not network:
         isolate.append("--net")
     return subprocess.run(
-        ["unshare", *isolate, "chroot", str(root), *argv],
+        ["unshare", *isolate, "chroot", str(root), *WITH_PTS, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -446,21 +455,34 @@ def in_chroot(
     )
 
 
-@pytest.fixture(scope="module")
-def installed(deb: Path, base_tar: Path, figures: dict[str, Any]) -> Iterator[Path]:
-    """A fresh copy of the base root with the .deb installed by apt from Debian."""
+@contextlib.contextmanager
+def fresh_root(base_tar: Path) -> Iterator[Path]:
+    """A new copy of the base root, with the host's resolver and the .debs fetched by
+    earlier runs (kept in the cache, so a second run downloads only the lists)."""
     needs("unshare")
+    archives = CACHE / "archives"
+    archives.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hanode-pkgtest-") as scratch:
         root = Path(scratch) / "root"
         root.mkdir()
         with tarfile.open(base_tar) as archive:
             archive.extractall(root, numeric_owner=True)  # noqa: S202 - our own tarball
         shutil.copyfile("/etc/resolv.conf", root / "etc" / "resolv.conf")
-        # downloaded .debs are kept between runs, so a second run fetches only the lists
-        archives = CACHE / "archives"
-        archives.mkdir(exist_ok=True)
+        inside = root / "var" / "cache" / "apt" / "archives"
         for cached in archives.glob("*.deb"):
-            shutil.copy2(cached, root / "var" / "cache" / "apt" / "archives")
+            shutil.copy2(cached, inside)
+        try:
+            yield root
+        finally:
+            for fetched in inside.glob("*.deb"):
+                if not (archives / fetched.name).exists():
+                    shutil.copy2(fetched, archives)
+
+
+@pytest.fixture(scope="module")
+def installed(deb: Path, base_tar: Path, figures: dict[str, Any]) -> Iterator[Path]:
+    """A fresh copy of the base root with the .deb installed by apt from Debian."""
+    with fresh_root(base_tar) as root:
         shutil.copy2(deb, root / "tmp" / deb.name)
         began = time.monotonic()
         update = in_chroot(root, "apt-get", "update", "-q", network=True, timeout=600)
@@ -480,14 +502,46 @@ def installed(deb: Path, base_tar: Path, figures: dict[str, Any]) -> Iterator[Pa
         figures["chroot_install_seconds"] = round(time.monotonic() - began, 1)
         added = re.search(r"After this operation, (.+) of additional disk space", install.stdout)
         figures["chroot_added_by_install"] = added.group(1) if added else None
-        fetched = re.search(r"Need to get (\S+ \S+)", install.stdout)
+        fetched = re.search(r"Need to get (.+?) of archives", install.stdout)
         figures["chroot_downloaded"] = fetched.group(1) if fetched else None
         new = re.search(r"(\d+) newly installed", install.stdout)
         figures["chroot_packages_installed"] = int(new.group(1)) if new else None
-        for fetched in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
-            if not (archives / fetched.name).exists():
-                shutil.copy2(fetched, archives)
         yield root
+
+
+def deb_paths(deb: Path) -> set[str]:
+    listing = subprocess.run(
+        ["dpkg-deb", "--contents", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
+    return {line.split()[-1].removeprefix(".") for line in listing.splitlines()}
+
+
+@pytest.mark.root
+def test_builds_on_a_fresh_debian12(deb: Path, base_tar: Path, figures: dict[str, Any]) -> None:
+    """scripts/build-deb on a machine with nothing but minbase: it installs what the build
+    needs from Debian, builds with the unit tests run, and makes the same package."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    with fresh_root(base_tar) as root:
+        source = root / "src" / "hanode"
+        for name in filter(None, tracked):
+            if (ROOT / name).is_file():
+                (source / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, source / name)
+        began = time.monotonic()
+        result = in_chroot(root, "/src/hanode/scripts/build-deb", network=True, timeout=1800)
+        figures["fresh_machine_build_seconds"] = round(time.monotonic() - began, 1)
+        assert result.returncode == 0, result.stderr[-4000:]
+        built = root / result.stdout.strip().splitlines()[-1].lstrip("/")
+        assert built.is_file(), result.stdout
+        # the unit tier ran inside the package build, and passed
+        assert re.search(r"=+ \d+ passed", result.stderr), result.stderr[-4000:]
+        assert deb_paths(built) == deb_paths(deb)
 
 
 @pytest.mark.root
