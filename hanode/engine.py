@@ -207,6 +207,11 @@ class Engine:
         step_began = time.monotonic()
         status = safe_probe(resource)
         if status.state is State.UP:
+            try:
+                resource.refresh(ctx)
+            except HanodeError as err:
+                # upkeep of something already up: worth a warning, not a rollback
+                logger.warning("%s is up, but refreshing it failed: %s", resource.name, err)
             self._record(
                 report, resource.name, Action.START, Result.SKIPPED, step_began, status.summary
             )

@@ -130,6 +130,14 @@ class Resource(ABC):
     def plan_stop(self) -> list[str]:
         """The actions ``stop`` would take, one line each."""
 
+    def refresh(self, ctx: Context) -> None:
+        """On start, when the probe already says UP: cheap, idempotent upkeep.
+
+        Most resources have nothing to do; the floating address announces itself again,
+        so a repeated `hanode start` also repairs the clients' ARP caches.
+        """
+        return None
+
     def check(self) -> list[Finding]:
         """Validate this node for this resource's config; change nothing."""
         return []

@@ -308,6 +308,10 @@ class FloatingAddress(Resource):
                 self._wait_for_dad(ipr, link, ctx)
         self._announce(link)
 
+    def refresh(self, ctx: Context) -> None:
+        """Already up: announce it again (start does no probe and no add then)."""
+        self.start(ctx)
+
     def _usable_link(self, found: Scan) -> Link:
         name = self.config.interface
         link = found.link
