@@ -50,14 +50,22 @@ FIGURES = ROOT / "build" / "deb" / "package-test.json"
 BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
 
 CACHE = Path("/var/cache/hanode-pkgtest")
-# The clean Debian 12 the package must install into: everything in it is part of the
-# recipe, so a change of any of it makes a new cache key.
-SOURCES = (
-    "deb http://deb.debian.org/debian bookworm main",
-    "deb http://deb.debian.org/debian bookworm-updates main",
-    "deb http://deb.debian.org/debian-security bookworm-security main",
-)
-MMDEBSTRAP = ("mmdebstrap", "--variant=minbase", "--format=tar", "--quiet", "bookworm")
+# The clean Debian roots the package must install into, built on Debian 12 (what the
+# lab runs) and installed on 12 and 13. Everything here is part of a root's recipe, so
+# a change of any of it makes a new cache key.
+SUITES = ("bookworm", "trixie")
+MMDEBSTRAP = ("mmdebstrap", "--variant=minbase", "--format=tar", "--quiet")
+
+
+def sources(suite: str) -> tuple[str, ...]:
+    """Debian's mirror lines for a suite, with its updates and security suites."""
+    return (
+        f"deb http://deb.debian.org/debian {suite} main",
+        f"deb http://deb.debian.org/debian {suite}-updates main",
+        f"deb http://deb.debian.org/debian-security {suite}-security main",
+    )
+
+
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 # lintian tags tolerated at error and warning level; everything else fails the test
@@ -396,34 +404,38 @@ def test_lintian_passes(deb: Path, figures: dict[str, Any]) -> None:
     assert result.returncode in (0, 1), result.stderr  # 2: lintian itself failed
 
 
-def recipe_key() -> str:
-    recipe = json.dumps({"mmdebstrap": MMDEBSTRAP, "sources": SOURCES})
-    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
-
-
-@pytest.fixture(scope="module")
-def base_tar(figures: dict[str, Any]) -> Path:
-    """A minbase Debian 12 root as a tarball, built once and cached by its recipe."""
+def base_tarball(suite: str, figures: dict[str, Any]) -> Path:
+    """A minbase root of `suite` as a tarball, built once and cached by its recipe."""
     needs("mmdebstrap")
+    recipe = [*MMDEBSTRAP, suite, *sources(suite)]
+    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"bookworm-minbase-{recipe_key()}.tar"
-    figures["base_cached"] = path.exists()
+    path = CACHE / f"{suite}-minbase-{key}.tar"
+    mine = figures.setdefault(suite, {})
+    mine["base_cached"] = path.exists()
     if not path.exists():
         began = time.monotonic()
         partial = path.with_suffix(".tar.partial")
         partial.unlink(missing_ok=True)  # left by a run that was cut short
         subprocess.run(
-            [*MMDEBSTRAP, str(partial), *SOURCES],
+            [*MMDEBSTRAP, suite, str(partial), *sources(suite)],
             check=True,
             timeout=1200,
             env=system_env(),
         )
         partial.rename(path)
-        figures["base_build_seconds"] = round(time.monotonic() - began, 1)
-        for stale in CACHE.glob("bookworm-minbase-*.tar"):
+        mine["base_build_seconds"] = round(time.monotonic() - began, 1)
+        for stale in CACHE.glob(f"{suite}-minbase-*.tar"):
             if stale != path:
                 stale.unlink()
     return path
+
+
+@pytest.fixture(scope="module", params=SUITES)
+def base_tar(request: pytest.FixtureRequest, figures: dict[str, Any]) -> tuple[str, Path]:
+    """Each clean root the package must install into: (suite, tarball)."""
+    suite: str = request.param
+    return suite, base_tarball(suite, figures)
 
 
 # A terminal of its own for what runs inside (the build's tests open a pty), mounted
@@ -480,9 +492,11 @@ def fresh_root(base_tar: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def installed(deb: Path, base_tar: Path, figures: dict[str, Any]) -> Iterator[Path]:
-    """A fresh copy of the base root with the .deb installed by apt from Debian."""
-    with fresh_root(base_tar) as root:
+def installed(deb: Path, base_tar: tuple[str, Path], figures: dict[str, Any]) -> Iterator[Path]:
+    """A fresh copy of a base root with the .deb installed by apt from Debian."""
+    suite, tarball = base_tar
+    mine = figures.setdefault(suite, {})
+    with fresh_root(tarball) as root:
         shutil.copy2(deb, root / "tmp" / deb.name)
         began = time.monotonic()
         update = in_chroot(root, "apt-get", "update", "-q", network=True, timeout=600)
@@ -499,13 +513,13 @@ def installed(deb: Path, base_tar: Path, figures: dict[str, Any]) -> Iterator[Pa
             timeout=1200,
         )
         assert install.returncode == 0, install.stdout + install.stderr
-        figures["chroot_install_seconds"] = round(time.monotonic() - began, 1)
+        mine["chroot_install_seconds"] = round(time.monotonic() - began, 1)
         added = re.search(r"After this operation, (.+) of additional disk space", install.stdout)
-        figures["chroot_added_by_install"] = added.group(1) if added else None
+        mine["chroot_added_by_install"] = added.group(1) if added else None
         fetched = re.search(r"Need to get (.+?) of archives", install.stdout)
-        figures["chroot_downloaded"] = fetched.group(1) if fetched else None
+        mine["chroot_downloaded"] = fetched.group(1) if fetched else None
         new = re.search(r"(\d+) newly installed", install.stdout)
-        figures["chroot_packages_installed"] = int(new.group(1)) if new else None
+        mine["chroot_packages_installed"] = int(new.group(1)) if new else None
         yield root
 
 
@@ -517,7 +531,7 @@ def deb_paths(deb: Path) -> set[str]:
 
 
 @pytest.mark.root
-def test_builds_on_a_fresh_debian12(deb: Path, base_tar: Path, figures: dict[str, Any]) -> None:
+def test_builds_on_a_fresh_debian12(deb: Path, figures: dict[str, Any]) -> None:
     """scripts/build-deb on a machine with nothing but minbase: it installs what the build
     needs from Debian, builds with the unit tests run, and makes the same package."""
     tracked = subprocess.run(
@@ -527,7 +541,7 @@ def test_builds_on_a_fresh_debian12(deb: Path, base_tar: Path, figures: dict[str
         text=True,
         check=True,
     ).stdout.split("\0")
-    with fresh_root(base_tar) as root:
+    with fresh_root(base_tarball("bookworm", figures)) as root:
         source = root / "src" / "hanode"
         for name in filter(None, tracked):
             if (ROOT / name).is_file():
@@ -568,12 +582,12 @@ def test_installed_shipped_config_is_inert(installed: Path) -> None:
 
 @pytest.mark.root
 def test_installed_check_of_the_example_reports_missing_devices(
-    installed: Path, figures: dict[str, Any]
+    installed: Path, base_tar: tuple[str, Path], figures: dict[str, Any]
 ) -> None:
     example = "/usr/share/doc/hanode/examples/hanode.toml"
     result = in_chroot(installed, "hanode", "-c", example, "check")
     output = result.stdout + result.stderr
-    figures["chroot_check_output"] = output.splitlines()
+    figures[base_tar[0]]["chroot_check_output"] = output.splitlines()
     # the config is valid: no config error (2), no crash; this node lacks the devices (1)
     assert result.returncode == Exit.FAILED, output
     assert f"config {example}: ok" in result.stdout
