@@ -48,11 +48,12 @@ class Summary:
 _SUMMARY = Summary()
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[
-        None, pytest.TestReport, pytest.TestReport]:
+        None, Any, None]:
     """Record each lab scenario's outcome in the summary."""
-    report = yield
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
     if item.get_closest_marker("lab") is not None:
         record = _SUMMARY.scenario(item.name)
         if report.when == "call" or report.failed or report.skipped:
@@ -60,7 +61,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 record["result"] = report.outcome
             if report.when == "call":
                 record["seconds"] = round(report.duration, 1)
-    return report
 
 
 @pytest.fixture(scope="session")

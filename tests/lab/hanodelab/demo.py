@@ -41,10 +41,13 @@ def demo() -> int:
             say("The lab was already up: both nodes back to the state right after boot.")
             lab.reset()
         else:
-            say(f"Lab up in {timings.get('total', 0):.0f}s: image "
-                f"{'cached' if timings.get('image cached') else 'built in %.0fs' % timings.get('image build', 0)}, "
-                f"boot {timings.get('boot', 0):.0f}s, provisioning {timings.get('provision', 0):.0f}s"
-                f" (dpkg -i hanode, DRBD, /srv), node1 reboot + hanode-primary "
+            built = timings.get("image build", 0)
+            image = "cached" if timings.get("image cached") else f"built in {built:.0f}s"
+            say(f"Lab up in {timings.get('total', 0):.0f}s: image {image}, "
+                f"hanode .deb built in {timings.get('deb build', 0):.0f}s, "
+                f"boot {timings.get('boot', 0):.0f}s, "
+                f"provisioning {timings.get('provision', 0):.0f}s (dpkg -i hanode, DRBD, /srv), "
+                f"node1 reboot + hanode-primary "
                 f"{timings.get('reboot node1 + hanode-primary', 0):.0f}s.")
         say("")
         for name in lab.NODES:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hanodelab import image, net
-from hanodelab.paths import DISKS, LAB, RUN, TOP
+from hanodelab.paths import DISKS, LAB, LOGS, RUN, TOP
 from hanodelab.progress import Progress, say
 from hanodelab.qga import ExecResult
 from hanodelab.vm import Node
@@ -116,6 +116,10 @@ def background(function: Callable[[], Any], progress: Progress, what: str) -> An
 def must(target: Node, script: str, timeout: float = 300) -> ExecResult:
     """Run a shell script in a guest; LabError with its output if it fails."""
     result = target.agent.sh(script, timeout=timeout)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with (LOGS / "lab-commands.log").open("a") as log:  # what the lab ran, for a post-mortem
+        log.write(f"{target.name} [{result.exitcode}] {result.seconds:6.1f}s  {script}\n"
+                  f"{result.stdout}{result.stderr}")
     if result.exitcode != 0:
         raise LabError(f"{target.name}: `{script}` exited {result.exitcode}:\n"
                        f"{result.stdout}{result.stderr}")
@@ -273,8 +277,9 @@ def up() -> dict[str, Any]:
         progress = Progress("rebooting node1: hanode-primary.service brings it up at boot")
         node1.agent.exec(["/bin/systemctl", "reboot"], wait=False)
         wait_for(lambda: not node1.agent.ping(timeout=2), 120, "node1 going down", progress)
-        node1.wait_agent()
-        node1.agent.sh("systemctl is-system-running --wait", timeout=600)
+        node1.wait_agent(progress=progress)
+        background(lambda: node1.agent.sh("systemctl is-system-running --wait", timeout=600),
+                   progress, "node1 is booting; hanode-primary.service runs hanode start")
         unit = node1.agent.sh("systemctl is-active hanode-primary.service")
         if unit.stdout.strip() != "active":
             log = node1.agent.sh("journalctl -b -u hanode-primary.service --no-pager")

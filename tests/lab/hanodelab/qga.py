@@ -153,21 +153,21 @@ class Agent:
     def exec(self, argv: list[str], timeout: float = 300, wait: bool = True) -> ExecResult:
         """Run argv in the guest; with wait=False start it and return at once (exit -1)."""
         started = time.monotonic()
-        with self._session(30) as conn:
-            pid = self._call(conn, "guest-exec",
-                             {"path": argv[0], "arg": argv[1:], "capture-output": wait}, 30)["pid"]
-            if not wait:
-                return ExecResult(-1, "", "", 0.0)
-            deadline = started + timeout
-            delay = 0.05
-            while True:
-                status = self._call(conn, "guest-exec-status", {"pid": pid}, 30)
-                if status["exited"]:
-                    break
-                if time.monotonic() > deadline:
-                    raise AgentError(f"{argv!r} did not finish within {timeout} s")
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.5)
+        # A session per call, not per command: other clients get their turn meanwhile.
+        pid = self.call("guest-exec",
+                        {"path": argv[0], "arg": argv[1:], "capture-output": wait})["pid"]
+        if not wait:
+            return ExecResult(-1, "", "", 0.0)
+        deadline = started + timeout
+        delay = 0.05
+        while True:
+            status = self.call("guest-exec-status", {"pid": pid})
+            if status["exited"]:
+                break
+            if time.monotonic() > deadline:
+                raise AgentError(f"{argv!r} did not finish within {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.3)
         out = base64.b64decode(status.get("out-data", "")).decode(errors="replace")
         err = base64.b64decode(status.get("err-data", "")).decode(errors="replace")
         code = status.get("exitcode", 128 + status.get("signal", 0))

@@ -12,6 +12,7 @@ from pathlib import Path
 from hanodelab import net
 from hanodelab.image import Image
 from hanodelab.paths import DISKS, LOGS, RUN
+from hanodelab.progress import Progress
 from hanodelab.qga import Agent, AgentError, Monitor
 
 MEMORY = "512"
@@ -98,10 +99,12 @@ class Node:
         if done.returncode != 0:
             raise RuntimeError(f"qemu for {self.name} failed: {done.stderr.strip()}")
 
-    def wait_agent(self, timeout: float = 180) -> float:
+    def wait_agent(self, timeout: float = 600, progress: Progress | None = None) -> float:
         """Wait until the guest agent answers; the seconds it took."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
+            if progress is not None:
+                progress.update(f"waiting for {self.name}'s guest agent")
             if not self.running():
                 raise RuntimeError(f"{self.name} stopped; see {self.serial_log}")
             if self.agent.ping(timeout=3):
