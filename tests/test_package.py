@@ -19,11 +19,13 @@ import configparser
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -298,6 +300,9 @@ def figures() -> Iterator[dict[str, Any]]:
     yield found
     if found:
         FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        # a run of some of the tests updates the figures of the others' last run
+        known = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+        found = {**known, **found}
         FIGURES.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
         print(f"\npackage figures ({FIGURES}):\n{json.dumps(found, indent=1, sort_keys=True)}")
 
@@ -621,3 +626,81 @@ def test_installed_status_runs(installed: Path) -> None:
     assert "internal error" not in output and "Traceback" not in output
     document = json.loads(result.stdout)
     assert [resource["name"] for resource in document["resources"]] == list(SECTIONS)
+
+
+# -- systemd tier: the packaged unit under real systemd ----------------------------------
+
+
+def load_nspawn() -> Any:
+    """tests/systemd/nspawn.py, loaded by path (a package named systemd would shadow
+    python3-systemd), shared with test_services when both run."""
+    name = "hanode_nspawn"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests/systemd/nspawn.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+FIRST = "hanode-test-first.service"  # test units of the nspawn rootfs: sleep infinity
+SECOND = "hanode-test-second.service"
+PRIMARY = "hanode-primary.service"
+SERVICES_ONLY = f'[services]\nunits = ["{FIRST}", "{SECOND}"]\n'
+
+
+@pytest.mark.systemd
+def test_packaged_unit_under_systemd(deb: Path, tmp_path: Path) -> None:
+    """dpkg -i in a booted systemd container: the unit is installed disabled and
+    stopped; started, it starts the services and stays active; a reinstall (an upgrade)
+    neither stops it nor the services nor touches the local config; enabled stays
+    enabled; stopped, it stops the services in reverse."""
+    nspawn = load_nspawn()
+    conf = tmp_path / "hanode.toml"
+    conf.write_text(SERVICES_ONLY)
+    binds = {deb.parent: "/opt/hanode-deb", tmp_path: "/opt/hanode-conf"}
+    with nspawn.Container(Path(nspawn.rootfs()), binds=binds) as box:
+
+        def sh(*argv: str, check: bool = True) -> str:
+            result = box.run(list(argv), check=False, timeout=120)
+            if check:
+                assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
+            return result.stdout.strip()
+
+        def active(unit: str) -> str:
+            return sh("systemctl", "is-active", unit, check=False)
+
+        # the rootfs carries a stand-in of this unit for the services tests: not here
+        sh("rm", "-rf", f"/etc/systemd/system/{PRIMARY}", f"/etc/systemd/system/{PRIMARY}.wants")
+        sh("systemctl", "daemon-reload")
+        package = f"/opt/hanode-deb/{deb.name}"
+        sh("dpkg", "-i", package)
+        assert sh("systemctl", "is-enabled", PRIMARY, check=False) == "disabled"
+        assert active(PRIMARY) == "inactive"
+        # --man=no: the rootfs has no man-db (Documentation= is checked by lintian)
+        verify = box.run(
+            ["systemd-analyze", "verify", "--man=no", PRIMARY], check=False, timeout=60
+        )
+        assert PRIMARY not in verify.stdout + verify.stderr, verify.stdout + verify.stderr
+
+        sh("install", "-m", "0644", "/opt/hanode-conf/hanode.toml", "/etc/hanode/hanode.toml")
+        sh("systemctl", "start", PRIMARY)
+        assert [active(unit) for unit in (PRIMARY, FIRST, SECOND)] == ["active"] * 3
+        started = sh("systemctl", "show", "--property=ActiveEnterTimestampMonotonic", FIRST)
+
+        sh("dpkg", "-i", package)  # what an upgrade runs: prerm, unpack, postinst
+        assert [active(unit) for unit in (PRIMARY, FIRST, SECOND)] == ["active"] * 3
+        assert sh("systemctl", "show", "--property=ActiveEnterTimestampMonotonic", FIRST) == (
+            started
+        ), "the upgrade restarted a managed service"
+        assert sh("cat", "/etc/hanode/hanode.toml") == SERVICES_ONLY.strip()
+
+        sh("systemctl", "enable", PRIMARY)
+        sh("dpkg", "-i", package)
+        assert sh("systemctl", "is-enabled", PRIMARY, check=False) == "enabled"
+
+        sh("systemctl", "stop", PRIMARY)
+        assert [active(unit) for unit in (PRIMARY, FIRST, SECOND)] == ["inactive"] * 3
+        log = sh("journalctl", "--no-pager", "-o", "cat", "-u", PRIMARY)
+        assert log.index(SECOND) < log.rindex(FIRST), log  # stop order: reverse of start
