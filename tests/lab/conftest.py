@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Generator, Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
 from hanodelab import lab
-from hanodelab.paths import BUILD
+from hanodelab.paths import BUILD, LOGS
+from hanodelab.qga import AgentError
 
 SUMMARY_JSON = BUILD / "summary.json"
+FAILED = pytest.StashKey[bool]()
 SUMMARY_TXT = BUILD / "summary.txt"
 
 
@@ -48,13 +52,15 @@ class Summary:
 _SUMMARY = Summary()
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(hookwrapper=True)  # type: ignore[misc]  # pytest's decorator is untyped
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[
         None, Any, None]:
     """Record each lab scenario's outcome in the summary."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     if item.get_closest_marker("lab") is not None:
+        if report.failed:
+            item.stash[FAILED] = True
         record = _SUMMARY.scenario(item.name)
         if report.when == "call" or report.failed or report.skipped:
             if report.when == "call" or record["result"] == "not run":
@@ -67,6 +73,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def the_lab() -> Iterator[dict[str, Any]]:
     """The lab up for the whole session (brought down after, unless it was up before)."""
     was_up = bool(lab.load_state().get("ready"))
+    # A CI timeout's SIGTERM tears the lab down like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         state = lab.up()
         _SUMMARY.lab = {"timings": state.get("timings", {}), "deb": state.get("deb"),
@@ -76,6 +84,11 @@ def the_lab() -> Iterator[dict[str, Any]]:
         _SUMMARY.write()
         if not was_up and not os.environ.get("HANODE_LAB_KEEP"):
             lab.down(quiet=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @pytest.fixture
@@ -86,6 +99,22 @@ def scenario(the_lab: dict[str, Any], request: pytest.FixtureRequest) -> Iterato
     record["steps"]["reset"] = round(lab.reset(), 1)
     yield record
     _SUMMARY.write()
+    if request.node.stash.get(FAILED, False):
+        _keep_journals(request.node.name)
+
+
+def _keep_journals(test: str) -> None:
+    """Save the journal of each running node next to the serial logs, for a post-mortem."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for name, target in lab.NODES.items():
+        if target.running():
+            try:
+                journal = target.agent.sh("journalctl -b --no-pager -o short-monotonic", 120)
+            except (OSError, AgentError) as err:
+                journal_text = f"no journal: {err}\n"
+            else:
+                journal_text = journal.stdout
+            (LOGS / f"{test}-{name}.journal").write_text(journal_text)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

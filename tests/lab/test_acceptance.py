@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hanodelab import lab, net
 from hanodelab.qga import ExecResult
+from hanodelab.vm import Node
 
 pytestmark = pytest.mark.lab
 
@@ -25,7 +26,7 @@ MANAGED = "drbdadm role srv; findmnt -n -o SOURCE /srv; ip -4 -br addr show dev 
     "systemctl is-active postgresql@15-main.service apache2.service; true"
 
 
-def hanode(target: lab.Node, arguments: str, timeout: float = 600) -> ExecResult:
+def hanode(target: Node, arguments: str, timeout: float = 600) -> ExecResult:
     """Run `hanode ARGUMENTS` on a node as root."""
     return target.agent.sh(f"hanode {arguments}", timeout=timeout)
 
@@ -38,7 +39,7 @@ def expect(result: ExecResult, code: int, what: str) -> ExecResult:
     return result
 
 
-def status(target: lab.Node) -> dict[str, Any]:
+def status(target: Node) -> dict[str, Any]:
     """`hanode status --json` of a node (its exit code in "exit")."""
     result = hanode(target, "status --json", timeout=120)
     assert result.exitcode in (0, 1, 3, 4), result.stderr
@@ -253,20 +254,19 @@ def test_5_shutdown(scenario: dict[str, Any]) -> None:
 
 
 def test_6_idempotency(scenario: dict[str, Any]) -> None:
-    """start twice, stop twice on the same node: the repeats change nothing and exit 0."""
-    for label in ("start #1", "start #2", "stop #1", "stop #2"):
+    """From standby: start twice, stop twice on the same node. The second of each finds
+    everything done, changes nothing and exits 0."""
+    expect(timed(scenario, "stop (to standby)", hanode, NODE1, "stop"), 0, "hanode stop")
+    for label, wanted in (("start #1", 0), ("start #2", 0), ("stop #1", 3), ("stop #2", 3)):
         verb = label.split()[0]
         expect(timed(scenario, label, hanode, NODE1, verb), 0, f"hanode {label} on node1")
         document = status(NODE1)
         scenario["hanode"][label] = hanode_timings(document, verb)
-        if verb == "start":
-            assert document["exit"] == 0, document
-            # Already up (at boot): every step of these starts was a no-op.
-            steps = document["last_start"]["steps"]
-            assert {step["result"] for step in steps} == {"skipped"}, steps
+        assert document["exit"] == wanted, document
+        results = {step["result"] for step in document[f"last_{verb}"]["steps"]}
+        if label.endswith("#1"):
+            assert results == {"done"}, document[f"last_{verb}"]
         else:
-            assert document["exit"] == 3, document
-    steps = status(NODE1)["last_stop"]["steps"]
-    assert {step["result"] for step in steps} == {"skipped"}, steps
-    expect(hanode(NODE1, "start"), 0, "hanode start on node1 after the stops")
-    assert fetch("/cgi-bin/node").strip() == "served by node1"
+            assert results == {"skipped"}, document[f"last_{verb}"]
+        if label == "start #2":
+            assert fetch("/cgi-bin/node").strip() == "served by node1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,23 +82,35 @@ def cached() -> Image | None:
 
 
 def _run_logged(argv: list[str], log: Path, progress: Progress) -> None:
-    """Run a build step, its output to the log and its last line to the progress line."""
+    """Run a build step, its output to the log and its last line to the progress line
+    (refreshed every second, so that the elapsed time moves during quiet phases)."""
+    last = [argv[0]]
     with log.open("a") as out:
         out.write(f"$ {' '.join(argv)}\n")
         out.flush()
         proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
         )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.write(line)
-            if line.strip():
-                progress.update(line.strip())
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                if line.strip():
+                    last.append(line.strip())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + BUILD_TIMEOUT
+        while reader.is_alive() and time.monotonic() < deadline:
+            progress.update(last[-1])
+            reader.join(1)
         try:
-            code = proc.wait(timeout=BUILD_TIMEOUT)
+            code = proc.wait(timeout=max(deadline - time.monotonic(), 1))
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
+        reader.join()
     if code != 0:
         raise RuntimeError(f"{argv[0]} failed with exit code {code}; see {log}")
 

@@ -46,16 +46,32 @@ class Node:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(self.data_disk),
                         DATA_DISK_SIZE], check=True, timeout=60)
 
+    @property
+    def _name_argument(self) -> bytes:
+        return f"{self.name},process={MARKER}-{self.name}".encode()
+
+    def _is_ours(self, pid: int) -> bool:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return self._name_argument in cmdline
+
     def pid(self) -> int | None:
         """The pid of this node's qemu if it runs (checked against its command line)."""
         try:
             pid = int(self.pidfile.read_text().split()[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             return None
-        if f"{self.name},process={MARKER}-{self.name}".encode() in cmdline:
-            return pid
-        return None
+        return pid if self._is_ours(pid) else None
+
+    def orphans(self) -> list[int]:
+        """qemu processes of this node whose pid file is gone (a crashed lab run)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and self._is_ours(int(entry.name)):
+                found.append(int(entry.name))
+        return [pid for pid in found if pid != self.pid()]
 
     def running(self) -> bool:
         """True while this node's qemu process lives."""
