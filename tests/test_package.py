@@ -240,9 +240,9 @@ def completions(*words: str) -> list[str]:
 
 def test_completion_offers_every_verb_and_option() -> None:
     if not BASH_COMPLETION.exists():
-        if os.environ.get("CI"):
-            pytest.fail("bash-completion is missing in CI: tests/setup-host installs it")
-        pytest.skip("bash-completion is not installed")
+        if os.geteuid() == 0:
+            pytest.fail("bash-completion is missing: tests/setup-host installs it")
+        pytest.skip("bash-completion is not installed (tests/setup-host as root installs it)")
     parser = build_parser()
     verbs = verb_parsers(parser)
     assert sorted(completions("")) == sorted(verbs)
