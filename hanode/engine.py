@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -127,29 +126,8 @@ class Engine:
 
     # -- reading ----------------------------------------------------------------------
 
-    def prefetch(self) -> threading.Thread:
-        """Let every resource import what it needs later, in a background thread.
-
-        Imports take Python's import locks, so a step that needs a module still being
-        imported waits for it; a failure here is left for that step to meet and report.
-        os.fork() also takes the import lock, so the announcer's fork cannot split an
-        import in half.
-        """
-
-        def run() -> None:
-            for resource in self.resources:
-                try:
-                    resource.prefetch()
-                except Exception as err:  # the step itself will fail with the cause
-                    logger.debug("prefetch of %s failed: %s", resource.name, err)
-
-        thread = threading.Thread(target=run, name="hanode-prefetch", daemon=True)
-        thread.start()
-        return thread
-
     def probe_all(self) -> list[tuple[Resource, Status, float]]:
         """Every resource's status with the seconds its probe took."""
-        self.prefetch()
         results = []
         for resource in self.resources:
             began = time.monotonic()
@@ -202,7 +180,6 @@ class Engine:
         began = time.monotonic()
         started: list[Resource] = []
         with self.locked(), _signals_interrupt():
-            self.prefetch()
             try:
                 for resource in self.resources:
                     self._start_one(resource, ctx, report, started)
@@ -281,7 +258,6 @@ class Engine:
         report = RunReport(Action.STOP, time.time())
         began = time.monotonic()
         with self.locked(), _signals_interrupt():
-            self.prefetch()
             try:
                 for resource in reversed(self.resources):
                     self._stop_one(resource, ctx, report)

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -124,57 +123,6 @@ def test_start_twice_and_stop_twice_change_nothing(workdir: Path) -> None:
         "refresh a", "refresh b", "refresh c",  # what is up gets its upkeep, nothing more
         "stop c", "stop b", "stop a",
     ]  # fmt: skip
-
-
-class Prefetching(Marker):
-    """A later step whose prefetch must run while an earlier step is still busy."""
-
-    def __init__(self, name: str, directory: Path, *, broken: bool = False) -> None:
-        super().__init__(name, directory)
-        self.prefetched = threading.Event()
-        self.thread = ""
-        self.broken = broken
-
-    def prefetch(self) -> None:
-        self.thread = threading.current_thread().name
-        self.prefetched.set()
-        if self.broken:
-            raise ImportError("No module named 'pyroute2'")
-
-
-class WaitsForPrefetch(Marker):
-    """A first step that finishes only once the later step has prefetched."""
-
-    def __init__(self, name: str, directory: Path, later: Prefetching) -> None:
-        super().__init__(name, directory)
-        self.later = later
-        self.saw_prefetch = False
-
-    def start(self, ctx: Context) -> None:
-        self.saw_prefetch = self.later.prefetched.wait(10)
-        super().start(ctx)
-
-    def stop(self, ctx: Context) -> None:
-        self.saw_prefetch = self.later.prefetched.wait(10)
-        super().stop(ctx)
-
-
-@pytest.mark.parametrize("broken", [False, True], ids=["prefetch", "broken-prefetch"])
-def test_later_steps_prefetch_in_the_background_while_earlier_steps_run(
-    workdir: Path, broken: bool
-) -> None:
-    later = Prefetching("b", workdir, broken=broken)
-    first = WaitsForPrefetch("a", workdir, later)
-    engine = engine_of(workdir, first, later)
-    assert engine.start(Context()).ok  # a failed prefetch is left to the step itself
-    assert first.saw_prefetch and later.thread == "hanode-prefetch"
-    assert markers(workdir) == ["a", "b"]
-    # stop runs b first, and a (stopped after it) prefetches meanwhile
-    earlier = Prefetching("a", workdir, broken=broken)
-    last = WaitsForPrefetch("b", workdir, earlier)
-    assert engine_of(workdir, earlier, last).stop(Context()).ok
-    assert last.saw_prefetch and earlier.thread == "hanode-prefetch"
-    assert markers(workdir) == []
 
 
 def test_failed_start_rolls_back_in_reverse_including_the_half_done_step(workdir: Path) -> None:

@@ -142,14 +142,6 @@ class Resource(ABC):
         """Validate this node for this resource's config; change nothing."""
         return []
 
-    def prefetch(self) -> None:
-        """Import what this step imports lazily, ahead of time; change nothing.
-
-        The engine calls it from a background thread while the earlier steps wait on
-        the kernel, DRBD or systemd, so the import costs no wall time of its own.
-        """
-        return None
-
 
 # The fixed start order; stop is the exact reverse. (section, module, class)
 ORDER: tuple[tuple[str, str, str], ...] = (

@@ -271,10 +271,6 @@ class FloatingAddress(Resource):
     def _v4(self) -> bool:
         return self.config.ip.version == 4
 
-    def prefetch(self) -> None:
-        """pyroute2 (~0.2 s on hardware, ~1.5 s in an emulated VM), off the critical path."""
-        import pyroute2.iproute  # noqa: F401
-
     def _scan(self) -> Scan:
         with netlink() as ipr:
             return scan(ipr, self.config)
