@@ -519,14 +519,21 @@ ERR_MINOR_INVALID = 127  # "Device minor not allocated": the resource is not up
 
 @dataclass(frozen=True)
 class DrbdFailure:
-    """``1: State change failed: (-1) Multiple primaries not allowed by config``."""
+    """``1: State change failed: (-1) Multiple primaries not allowed by config``.
 
-    minor: int
+    drbdsetup-84 names the minor for a device's change (primary, secondary) and the
+    resource for a resource's (``srv: State change failed: (-12) ...`` from ``down``).
+    """
+
+    minor: int | None  # None: the line named the resource
     code: int
     text: str
 
 
-_FAILURE = re.compile(r"^(\d+): (?:State change failed|Failure): \((-?\d+)\) (.+)$")
+_FAILURE = re.compile(
+    r"^(?:(?P<minor>\d+)|[\w.+-]+): (?:State change failed|Failure): "
+    r"\((?P<code>-?\d+)\) (?P<text>.+)$"
+)
 
 
 def parse_failure(stderr: str) -> DrbdFailure | None:
@@ -534,7 +541,10 @@ def parse_failure(stderr: str) -> DrbdFailure | None:
     for line in stderr.splitlines():
         found = _FAILURE.match(line.strip())
         if found:
-            return DrbdFailure(int(found.group(1)), int(found.group(2)), found.group(3))
+            minor = found.group("minor")
+            return DrbdFailure(
+                int(minor) if minor else None, int(found.group("code")), found.group("text")
+            )
     return None
 
 

@@ -183,6 +183,31 @@ def test_captured_failures_parse(captures: list[Capture]) -> None:
     assert d.parse_failure("srv: No such resource\n") is None
 
 
+def test_lab_captured_refusals_parse(captures: list[Capture]) -> None:
+    """The refusals tests/lab/capture-drbd caught on the lab's real DRBD 8.4."""
+    lab = [capture for capture in captures if capture.scenario == "lab-edges"]
+
+    def failure_of(command: str, rc: int) -> d.DrbdFailure | None:
+        (capture,) = [c for c in lab if c.command == command and c.rc == rc]
+        return d.parse_failure(capture.stderr)
+
+    held = "Device is held open by someone"
+    assert failure_of("drbdadm secondary srv", 11) == d.DrbdFailure(1, d.SS_DEVICE_IN_USE, held)
+    # `down` names the resource, not the minor
+    assert failure_of("drbdadm down srv", 11) == d.DrbdFailure(None, d.SS_DEVICE_IN_USE, held)
+    assert failure_of("drbdadm primary srv", 17) == d.DrbdFailure(
+        1, d.SS_NO_UP_TO_DATE_DISK, "Need access to UpToDate data"
+    )
+    not_up = d.DrbdFailure(1, d.ERR_MINOR_INVALID, "Device minor not allocated")
+    assert failure_of("drbdadm primary srv", 10) == not_up
+    assert failure_of("drbdadm secondary srv", 10) == not_up
+    standalone = [c for c in lab if c.command == "cat /proc/drbd" and "StandAlone" in c.stdout]
+    assert standalone, "the lab captures hold a StandAlone /proc/drbd"
+    for capture in standalone:  # no protocol letter when StandAlone
+        (state,) = d.parse_proc_drbd(capture.stdout).devices.values()
+        assert state.cstate is d.ConnState.STANDALONE
+
+
 def test_captured_json_refusal_is_recognised(captures: list[Capture]) -> None:
     # hanode.resources.drbd detects 8.4's drbdsetup by exactly this
     for capture in _all(captures, "drbdsetup status --json srv", rc=20):

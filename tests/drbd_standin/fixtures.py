@@ -1,4 +1,5 @@
-"""The captured outputs of real DRBD 8.4.11 + drbd-utils 9.22, read from the fixture files.
+"""The captured outputs of real DRBD 8.4.11 + drbd-utils 9.22, read from the fixture files
+(../shared/fixtures, and the lab's own captures in captures/).
 
 A fixture file is a list of blocks: ``### nodeN $ command``, ``### rc=N``, stdout, then
 optionally ``### stderr:`` and stderr; the capture tool ends each block with one empty
@@ -75,9 +76,14 @@ def parse_file(text: str, scenario: str, stage: str) -> list[Capture]:
     return captures
 
 
+# What ../shared/fixtures never caught, captured the same way from the lab's real DRBD
+# by tests/lab/capture-drbd (refusals, repeats, StandAlone, Outdated): scenario "lab-edges".
+LAB_CAPTURES = Path(__file__).resolve().parent / "captures"
+
+
 def load(root: Path | None = None) -> list[Capture]:
-    """Every capture of every scenario, in file order."""
-    return list(_load(root or fixtures_root()))
+    """Every capture of every scenario, in file order: the shared ones, then the lab's."""
+    return [*_load(root or fixtures_root()), *_load(LAB_CAPTURES)]
 
 
 @functools.lru_cache(maxsize=4)

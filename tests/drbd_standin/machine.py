@@ -29,6 +29,7 @@ from drbd_standin.fixtures import Catalog, StateKey, load, load_cache
 
 STATE_FILE = "state.json"
 PROC_FILE = "proc_drbd"
+LAB = "lab-edges"  # the scenario of tests/lab/capture-drbd
 CAPTURES_FILE = "captures.json"  # the fixtures, read once by the test and saved here
 CONNECTED = {
     "Connected",
@@ -212,20 +213,6 @@ class Machine:
             template,
         )
 
-    def not_up(self, argv: list[str], verb: str) -> Reply:
-        """A command on a resource that is not up, in the captured `role` layout."""
-        captured = self.catalog.first("drbdadm role srv", stage="02-before-up")
-        stderr = captured.stderr.replace("'drbdsetup-84 role 1'", f"'drbdsetup-84 {verb} 1'")
-        return self.synthesized(argv, Reply("", stderr, captured.rc), "not up")
-
-    def failure(self, argv: list[str], verb: str, code: int, text: str, why: str) -> Reply:
-        """A state change refused by the kernel, in the captured rc-11 layout."""
-        captured = self.catalog.first("drbdadm primary srv", rc=11)
-        stderr = captured.stderr.replace(
-            "(-1) Multiple primaries not allowed by config", f"({code}) {text}"
-        ).replace("'drbdsetup-84 primary 1'", f"'drbdsetup-84 {verb} 1'")
-        return self.synthesized(argv, Reply("", stderr, captured.rc), why)
-
 
 def _replace(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + ".tmp")
@@ -262,13 +249,7 @@ def drbdadm(machine: Machine, argv: list[str]) -> Reply:
     if verb == "secondary" and not options:
         return _secondary(machine, argv)
     if verb == "secondary" and options == ["--force"]:
-        # drbdsetup-84 has no such option; worded like its captured refusal of --json
-        usage = machine.captured("drbdsetup status --json srv")
-        return machine.synthesized(
-            argv,
-            Reply(usage.stdout, "secondary: unrecognized option '--force'\n", usage.rc),
-            "8.4 has no secondary --force; shaped like the captured --json refusal",
-        )
+        return machine.captured("drbdadm secondary --force srv")  # 8.4: unrecognized option
     return machine.synthesized(
         argv, Reply("", f"drbd stand-in: no capture for {line!r}\n", 99), "unknown command"
     )
@@ -288,25 +269,20 @@ def _get_gi(machine: Machine, argv: list[str]) -> Reply:
             "crashed_primary",
         )
     )
-    uuids = "8C1D4B5E9A3F2710:0000000000000000:6E2A0C4D8B1F3A50:6E290C4D8B1F3A51"
-    # drbdmeta's get-gi layout (drbd-utils source): never captured in the fixtures
-    return machine.synthesized(argv, Reply(f"{uuids}:{flags}\n", "", 0), "get-gi not captured")
+    for capture in machine.catalog.captures:
+        if capture.command == "drbdadm get-gi srv" and capture.stdout.strip().endswith(flags):
+            return Reply(capture.stdout, capture.stderr, capture.rc)
+    # flags never caught together: the captured layout with these flags
+    layout = machine.catalog.first("drbdadm get-gi srv").stdout.strip().split(":")
+    return machine.synthesized(
+        argv, Reply(":".join([*layout[:4], flags]) + "\n", "", 0), "get-gi flags never captured"
+    )
 
 
 def _up(machine: Machine, argv: list[str]) -> Reply:
     with machine.changing() as state:
         if state["up"]:
-            # drbd-utils 9.22 on 8.4 fails new-minor; worded like the captured minor failure
-            return machine.synthesized(
-                argv,
-                Reply(
-                    "",
-                    "1: Failure: (161) Minor or volume exists already (delete it first)\n"
-                    "Command 'drbdsetup-84 new-minor srv 1 0' terminated with exit code 10\n",
-                    10,
-                ),
-                "up on an up resource never captured",
-            )
+            return machine.captured("drbdadm up srv", scenario=LAB, stage="01-primary-mounted")
         crashed = bool(state["meta"]["primary"]) and not state["meta"]["connected"]
         state.update(up=True, role="Secondary")
     if crashed:
@@ -319,29 +295,26 @@ def _up(machine: Machine, argv: list[str]) -> Reply:
 def _down(machine: Machine, argv: list[str]) -> Reply:
     with machine.changing() as state:
         if state["up"] and state["held_open"] and state["role"] == "Primary":
-            return machine.failure(argv, "down", -12, "Device is held open by someone", "held open")
+            return machine.captured("drbdadm down srv", scenario=LAB, rc=11)
         was_up = state["up"]
         state.update(up=False, role="Secondary", cstate=None)
-    reply = machine.captured("drbdadm down srv", stage="10-peer-down")
-    if not was_up:
-        return machine.synthesized(argv, reply, "down on a resource not up never captured")
-    return reply
+    if not was_up:  # the second of two downs in a row
+        return machine.captured("drbdadm down srv", scenario=LAB, stage="02-node2-down")
+    return machine.captured("drbdadm down srv", stage="10-peer-down")
 
 
 def _primary(machine: Machine, argv: list[str], *, force: bool) -> Reply:
     with machine.changing() as state:
         key = view(state)
         if key is None:
-            return machine.not_up(argv, "primary")
+            return machine.captured("drbdadm primary srv", scenario=LAB, stage="02-node2-down")
         role, peer_role, cstate, disk, peer_disk = key
         connected = cstate in CONNECTED
         if connected and peer_role == "Primary":
             return machine.captured("drbdadm primary srv", rc=11)
         data_via_peer = connected and peer_disk == "UpToDate"
         if disk != "UpToDate" and not data_via_peer and not force:
-            return machine.failure(
-                argv, "primary", -2, "Need access to UpToDate data", "primary without UpToDate data"
-            )
+            return machine.captured("drbdadm primary srv", scenario=LAB, rc=17)
         state["role"] = "Primary"
         if force:
             state["disk"] = "UpToDate"
@@ -353,11 +326,9 @@ def _primary(machine: Machine, argv: list[str], *, force: bool) -> Reply:
 def _secondary(machine: Machine, argv: list[str]) -> Reply:
     with machine.changing() as state:
         if not state["up"]:
-            return machine.not_up(argv, "secondary")
+            return machine.captured("drbdadm secondary srv", scenario=LAB, stage="02-node2-down")
         if state["held_open"] and state["role"] == "Primary":
-            return machine.failure(
-                argv, "secondary", -12, "Device is held open by someone", "held open"
-            )
+            return machine.captured("drbdadm secondary srv", scenario=LAB, rc=11)
         state["role"] = "Secondary"
     # captured as part of `umount /srv/data && drbdadm secondary srv`, which printed nothing
     teardown = machine.catalog.first(
