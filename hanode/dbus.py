@@ -167,7 +167,7 @@ class Systemd:
         except (OSError, RuntimeError, ValueError, KeyError) as err:
             raise BusError(
                 f"cannot connect to the system bus: {err}",
-                "is dbus running? (systemctl status dbus.service)",
+                "is dbus running? See `systemctl status dbus.service`",
             ) from err
         return cls(connection, call_timeout=timeout)
 

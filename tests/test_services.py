@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
+from hanode.config import ServicesConfig
 from hanode.dbus import ActiveState, BusError, JobOutcome, Systemd, UnitInfo
 from hanode.resources import Finding, Level
-from hanode.resources.services import unit_findings
+from hanode.resources.services import Services, unit_findings
 
 HERE = Path(__file__).resolve().parent
 
@@ -400,7 +401,24 @@ def test_connect_fails_with_a_clear_error_when_there_is_no_bus(
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/none")
     with pytest.raises(BusError, match="cannot connect to the system bus") as caught:
         Systemd.connect()
-    assert caught.value.hint == "is dbus running? (systemctl status dbus.service)"
+    assert caught.value.hint == "is dbus running? See `systemctl status dbus.service`"
+
+
+def test_dry_run_plans_from_the_config_when_there_is_no_bus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/none")
+    resource = Services(ServicesConfig(units=("db.service", "web.service"), timeout=30))
+    assert resource.plan_start() == [
+        "start db.service, wait up to 30s",
+        "start web.service, wait up to 30s",
+        "(units' states unknown: cannot connect to the system bus: "
+        "[Errno 2] No such file or directory)",
+    ]
+    assert resource.plan_stop()[:2] == [
+        "stop web.service, wait up to 30s",
+        "stop db.service, wait up to 30s",
+    ]
 
 
 def test_connect_is_bounded_when_the_bus_never_answers(

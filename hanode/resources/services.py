@@ -78,8 +78,11 @@ class Services(Resource):
 
     def plan_start(self) -> list[str]:
         """One line per unit a start would start, in order."""
-        with Systemd.connect() as bus:
-            infos = [bus.unit(unit) for unit in self.config.units]
+        try:
+            with Systemd.connect() as bus:
+                infos = [bus.unit(unit) for unit in self.config.units]
+        except HanodeError as err:
+            return self._blind_plan("start", self.config.units, err)
         return [
             f"start {info.name} (now {_state(info)}), wait up to {self.config.timeout}s"
             for info in infos
@@ -88,12 +91,23 @@ class Services(Resource):
 
     def plan_stop(self) -> list[str]:
         """One line per unit a stop would stop, in reverse order."""
-        with Systemd.connect() as bus:
-            infos = [bus.unit(unit) for unit in reversed(self.config.units)]
+        units = list(reversed(self.config.units))
+        try:
+            with Systemd.connect() as bus:
+                infos = [bus.unit(unit) for unit in units]
+        except HanodeError as err:
+            return self._blind_plan("stop", units, err)
         return [
             f"stop {info.name} (now {_state(info)}), wait up to {self.config.timeout}s"
             for info in infos
             if not info.active_state.is_down and info.load_state != "not-found"
+        ]
+
+    def _blind_plan(self, verb: str, units: Sequence[str], err: HanodeError) -> list[str]:
+        """The plan from hanode.toml alone, when systemd cannot be asked (no bus here)."""
+        return [
+            *(f"{verb} {unit}, wait up to {self.config.timeout}s" for unit in units),
+            f"(units' states unknown: {err.message})",
         ]
 
     def check(self) -> list[Finding]:
