@@ -371,7 +371,7 @@ class FloatingAddress(Resource):
             except OSError as err:
                 raise StepFailed(
                     f"cannot probe {ip} on {link.name}: {err.strerror or err}",
-                    "hanode needs root (CAP_NET_RAW)",
+                    "hanode needs root: CAP_NET_RAW",
                 ) from err
         if holder is None:
             return
@@ -474,7 +474,7 @@ class FloatingAddress(Resource):
         except OSError as err:
             raise StepFailed(
                 f"cannot announce {config.ip.ip} on {link.name}: {err.strerror or err}",
-                "hanode needs root (CAP_NET_RAW); clients would keep the old MAC for minutes",
+                "hanode needs root, CAP_NET_RAW; clients would keep the old MAC for minutes",
             ) from err
         log.info("announced %s on %s (%s)", config.ip.ip, link.name, announce.format_mac(link.mac))
 
@@ -598,7 +598,7 @@ class FloatingAddress(Resource):
                 Finding(
                     Level.ERROR,
                     f"interface {name} does not exist",
-                    "check [address] interface (ip link lists them)",
+                    "check [address] interface; `ip link` lists them",
                 )
             ]
         if not link.up:

@@ -294,7 +294,7 @@ class Drbd(Resource):
             raise StepFailed(
                 f"`drbdadm up {self.resource}` succeeded but minor {self._host().minor} "
                 f"is not in {self._proc_path}",
-                "see the kernel log (`journalctl -k`)",
+                "see the kernel log: `journalctl -k`",
             )
         return state
 
@@ -533,7 +533,7 @@ class Drbd(Resource):
                 Finding(
                     Level.WARNING,
                     "the drbd kernel module is not loaded",
-                    "start loads it (modprobe drbd)",
+                    "start loads it with `modprobe drbd`",
                 )
             )
         return findings

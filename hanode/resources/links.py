@@ -146,7 +146,7 @@ class Links(Resource):
         if not os.path.ismount(mountpoint):
             raise StepFailed(
                 f"{mountpoint} is not mounted: the links would point into an empty directory",
-                "mount the replicated filesystem first ([filesystem] section)",
+                "mount the replicated filesystem first: the [filesystem] section",
             )
         missing = [link.target for link in self.config.links if not os.path.exists(link.target)]
         if missing:
