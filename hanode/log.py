@@ -45,13 +45,28 @@ def setup(*, debug: bool = False, quiet: bool = False, stream: TextIO | None = N
     root.handlers.clear()
     root.setLevel(logging.DEBUG)
     root.propagate = False
-    console = logging.StreamHandler(stream or sys.stderr)
-    console.setFormatter(_ConsoleFormatter())
-    console.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
-    root.addHandler(console)
+    stream = stream or sys.stderr
     journal = _journal_handler()
     if journal is not None:
         root.addHandler(journal)
+        if _is_journal_stream(stream):
+            # Under systemd, stderr already goes to the journal: one entry per line, the
+            # structured one (a console line would repeat every line in `journalctl`).
+            return
+    console = logging.StreamHandler(stream)
+    console.setFormatter(_ConsoleFormatter())
+    console.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    root.addHandler(console)
+
+
+def _is_journal_stream(stream: TextIO) -> bool:
+    """Whether stream is the journal stream systemd gave this service (JOURNAL_STREAM)."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        info = os.fstat(stream.fileno())
+        return (info.st_dev, info.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError, AttributeError):
+        return False  # no such variable, or a stream without a file descriptor
 
 
 def _journal_handler() -> logging.Handler | None:

@@ -91,3 +91,36 @@ def test_progress_on_a_terminal_redraws_one_line() -> None:
     assert "\r\x1b[K" in text
     assert "waiting for peer: WFConnection, 9s left  1s" in text
     assert text.rstrip().endswith("done")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.parametrize("under_systemd", [True, False], ids=["journal-stream", "terminal"])
+def test_under_systemd_each_line_reaches_the_journal_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, under_systemd: bool
+) -> None:
+    """systemd points stderr at the journal and says so in JOURNAL_STREAM (dev:ino): then
+    the console handler would write every line a second time."""
+    journal = _Collect()
+    monkeypatch.setattr(hlog, "_journal_handler", lambda: journal)
+    with (tmp_path / "stderr").open("w+") as stderr:
+        info = os.fstat(stderr.fileno())
+        other = os.stat(tmp_path)  # some other file: stderr is not the journal stream
+        stream_id = (info.st_dev, info.st_ino) if under_systemd else (other.st_dev, other.st_ino)
+        monkeypatch.setenv("JOURNAL_STREAM", f"{stream_id[0]}:{stream_id[1]}")
+        try:
+            hlog.setup(stream=stderr)
+            hlog.step_event("address", "start", "done", 2.35, "192.0.2.10/24 on eth0")
+        finally:
+            logging.getLogger("hanode").handlers.clear()
+        stderr.seek(0)
+        written = stderr.read()
+    assert journal.lines == ["address     start     done           2.35s  192.0.2.10/24 on eth0"]
+    assert written == ("" if under_systemd else journal.lines[0] + "\n")

@@ -22,6 +22,7 @@ from hanodelab.vm import Node
 pytestmark = pytest.mark.lab
 
 NODE1, NODE2 = lab.NODES["node1"], lab.NODES["node2"]
+ARP_COUNT = 5  # arp-count in tests/lab/provision/hanode.toml
 MANAGED = "drbdadm role srv; findmnt -n -o SOURCE /srv; ip -4 -br addr show dev eth0; " \
     "ls -ld /etc/apache2 /var/www /var/lib/postgresql; " \
     "systemctl is-active postgresql@15-main.service apache2.service; true"
@@ -116,6 +117,12 @@ def test_1_boot(scenario: dict[str, Any]) -> None:
     assert set(states(document).values()) == {"up"}
     assert list(states(document)) == ["drbd", "filesystem", "links", "address", "services"]
     assert document["last_start"]["ok"] is True
+    # one journal entry per step (the structured one), not a second copy from stderr
+    journal = NODE1.agent.sh("journalctl -b -u hanode-primary.service -o cat --no-pager").stdout
+    done = [line.split()[0] for line in journal.splitlines() if " start     done " in line]
+    assert done == ["drbd", "filesystem", "links", "address", "services"], journal
+    fields = NODE1.agent.sh("journalctl -b HANODE_STEP=address HANODE_RESULT=done -o cat").stdout
+    assert len(fields.splitlines()) == 1, fields
     peer = status(NODE2)
     assert peer["exit"] == 3, peer
     assert NODE2.agent.sh("systemctl is-enabled hanode-primary.service").stdout.strip() \
@@ -155,11 +162,24 @@ def test_3_switchover(scenario: dict[str, Any]) -> None:
         == "/srv"
     started = time.monotonic()
     expect(timed(scenario, "stop on node1", hanode, NODE1, "stop"), 0, "hanode stop on node1")
-    expect(timed(scenario, "start on node2", hanode, NODE2, "start"), 0,
-           "hanode start on node2")
-    scenario["steps"]["switchover"] = round(time.monotonic() - started, 2)
-    # Right away, before any traffic: the gratuitous ARPs updated the client's entry.
-    assert net.neighbour_mac(lab.VIP) == NODE2.mac()
+    with net.ArpWatch(lab.VIP) as arp:
+        expect(timed(scenario, "start on node2", hanode, NODE2, "start"), 0,
+               "hanode start on node2")
+        start_returned = arp.now()
+        scenario["steps"]["switchover"] = round(time.monotonic() - started, 2)
+        # Right away, before any traffic: the gratuitous ARPs updated the client's entry.
+        assert net.neighbour_mac(lab.VIP) == NODE2.mac()
+        frames = arp.frames(2 * ARP_COUNT, timeout=15)
+    # Two bursts of arp-count announcements (sender = target = the VIP) from node2's MAC;
+    # the second burst comes ~2 s after the first, after `hanode start` returned.
+    announced = [f for f in frames if f["mac"] == NODE2.mac() and f["target"] == lab.VIP]
+    assert len(announced) == 2 * ARP_COUNT, frames
+    times = [float(str(f["t"])) for f in announced]
+    gap = times[ARP_COUNT] - times[ARP_COUNT - 1]
+    scenario["steps"]["ARP bursts (s after the first frame)"] = [
+        round(t - times[0], 2) for t in times]
+    assert gap >= 1.5, times
+    assert times[ARP_COUNT] > start_returned, (times, start_returned)
     assert NODE1.agent.sh(f"test -e /proc/{pid}").exitcode != 0, "the holder still runs"
     assert sql_ok("select count(*), min(id), max(id) from rows").strip() == "510|1|510"
     assert fetch("/cgi-bin/node").strip() == "served by node2"

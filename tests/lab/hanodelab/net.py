@@ -8,10 +8,13 @@ is routed or NATed out of the namespace; deleting it removes bridges and taps.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
-from hanodelab.paths import NETNS
+from hanodelab.paths import LAB, NETNS
 
 CLIENT_IP = "192.0.2.100/24"
 BRIDGES = {"public": "br-public", "cross": "br-cross"}
@@ -90,3 +93,52 @@ def neighbour_mac(ip: str) -> str | None:
 def flush_neighbours() -> None:
     """Forget the client's ARP entries (a fresh client for each scenario)."""
     _ip("neigh", "flush", "dev", BRIDGES["public"])
+
+
+class ArpWatch:
+    """The client listening for ARP frames sent from an address (hanodelab.arpwatch).
+
+    with ArpWatch(VIP) as watch: ...; watch.now() is on the frames' clock ("t"), and
+    watch.frames(n, timeout) waits for n frames, returning what came.
+    """
+
+    def __init__(self, ip: str, seconds: float = 120) -> None:
+        self.argv = client_argv(["/usr/bin/python3", "-m", "hanodelab.arpwatch",
+                                 BRIDGES["public"], ip, str(seconds)])
+        self.lines: list[dict[str, object]] = []
+        self.began = 0.0
+        self.process: subprocess.Popen[str] | None = None
+        self.reader: threading.Thread | None = None
+
+    def __enter__(self) -> ArpWatch:
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(LAB)})
+        assert self.process.stdout is not None
+        ready = self.process.stdout.readline()
+        if json.loads(ready or "{}") != {"ready": True}:
+            self.__exit__()
+            raise RuntimeError(f"arpwatch did not start: {ready!r}")
+        self.began = time.monotonic()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(json.loads(line))
+
+    def now(self) -> float:
+        return time.monotonic() - self.began
+
+    def frames(self, count: int, timeout: float) -> list[dict[str, object]]:
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return list(self.lines)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
