@@ -11,6 +11,9 @@ Written against jeepney 0.8 (Debian 12); it uses only what 0.9 (Debian 13) keeps
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -26,8 +29,9 @@ from jeepney import (  # type: ignore[import]
     MessageType,
     new_method_call,
 )
+from jeepney.bus import get_bus  # type: ignore[import]
 from jeepney.bus_messages import message_bus  # type: ignore[import]
-from jeepney.io.blocking import DBusConnection, open_dbus_connection  # type: ignore[import]
+from jeepney.io.blocking import DBusConnection, prep_socket  # type: ignore[import]
 from jeepney.low_level import HeaderFields  # type: ignore[import]
 
 from hanode.errors import StepFailed
@@ -151,6 +155,12 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(str(item) for item in value) if isinstance(value, list | tuple) else ()
 
 
+def _shut(sock: socket.socket) -> None:
+    """End a connection from another thread: a blocked receive on it returns at once."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 class Systemd:
     """A connection to systemd's Manager; use as a context manager."""
 
@@ -163,12 +173,27 @@ class Systemd:
     def connect(cls, bus: str = "SYSTEM", *, timeout: float = CALL_TIMEOUT) -> Systemd:
         """Open the system bus ($DBUS_SYSTEM_BUS_ADDRESS overrides the address)."""
         try:
-            connection = open_dbus_connection(bus=bus, auth_timeout=timeout)
+            sock = prep_socket(get_bus(bus), timeout=timeout)  # connect + auth, bounded
         except (OSError, RuntimeError, ValueError, KeyError) as err:
             raise BusError(
                 f"cannot connect to the system bus: {err}",
                 "is dbus running? See `systemctl status dbus.service`",
             ) from err
+        # DBusConnection() says Hello and waits for the answer without a time limit: a
+        # bus that authenticates and then hangs would hang hanode. Cut it off in time.
+        hung = threading.Timer(timeout, _shut, (sock,))
+        hung.start()
+        try:
+            connection = DBusConnection(sock)
+        except (OSError, RuntimeError, ValueError) as err:
+            sock.close()
+            why = f"no answer to Hello within {timeout:g}s" if hung.finished.is_set() else err
+            raise BusError(
+                f"the system bus does not answer: {why}",
+                "is dbus-daemon hung? See `systemctl status dbus.service`",
+            ) from err
+        finally:
+            hung.cancel()
         return cls(connection, call_timeout=timeout)
 
     def close(self) -> None:

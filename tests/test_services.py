@@ -444,6 +444,38 @@ def test_connect_is_bounded_when_the_bus_never_answers(
         server.close()
 
 
+def test_connect_is_bounded_when_the_bus_authenticates_and_then_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bus that completes the SASL handshake (the one line a D-Bus server must say,
+    # "OK <guid>") and then never answers Hello: a hung dbus-daemon, as hanode sees it.
+    path = tmp_path / "hung"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+    held: list[socket.socket] = []
+
+    def authenticate_then_hang() -> None:
+        conn, _ = server.accept()
+        held.append(conn)
+        received = b""
+        while b"\r\n" not in received:
+            received += conn.recv(1024)
+        conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
+
+    threading.Thread(target=authenticate_then_hang, daemon=True).start()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={path}")
+    began = time.monotonic()
+    try:
+        with pytest.raises(BusError, match=r"does not answer: no answer to Hello within 0.5s"):
+            Systemd.connect(timeout=0.5)
+        assert time.monotonic() - began < 3
+    finally:
+        for conn in held:
+            conn.close()
+        server.close()
+
+
 def test_state_words_are_systemd_words() -> None:
     assert ActiveState("reloading").is_up and not ActiveState("reloading").is_down
     assert ActiveState("failed").is_down and not ActiveState("failed").is_up
