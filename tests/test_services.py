@@ -421,59 +421,59 @@ def test_dry_run_plans_from_the_config_when_there_is_no_bus(
     ]
 
 
-def test_connect_is_bounded_when_the_bus_never_answers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _bounded_connect_against(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, greeting: bytes | None, error: str
 ) -> None:
-    # A real socket that accepts and then says nothing: the auth step must time out.
-    path = tmp_path / "mute"
+    """Systemd.connect(timeout=0.5) against a real unix socket that accepts, answers
+    the client's first line with ``greeting`` (None: says nothing at all), then hangs;
+    it must fail with ``error`` within the timeout, not wait forever."""
+    path = tmp_path / "bus"
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
     server.listen(1)
     held: list[socket.socket] = []
-    accepter = threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True)
-    accepter.start()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        held.append(conn)
+        if greeting is None:
+            return
+        received = b""
+        while b"\r\n" not in received:
+            received += conn.recv(1024)
+        conn.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={path}")
     began = time.monotonic()
     try:
-        with pytest.raises(BusError, match="cannot connect to the system bus"):
+        with pytest.raises(BusError, match=error):
             Systemd.connect(timeout=0.5)
         assert time.monotonic() - began < 3
     finally:
         for conn in held:
             conn.close()
         server.close()
+
+
+def test_connect_is_bounded_when_the_bus_never_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it accepts and then says nothing: the auth step must time out
+    _bounded_connect_against(tmp_path, monkeypatch, None, "cannot connect to the system bus")
 
 
 def test_connect_is_bounded_when_the_bus_authenticates_and_then_hangs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A bus that completes the SASL handshake (the one line a D-Bus server must say,
-    # "OK <guid>") and then never answers Hello: a hung dbus-daemon, as hanode sees it.
-    path = tmp_path / "hung"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
-    server.listen(1)
-    held: list[socket.socket] = []
-
-    def authenticate_then_hang() -> None:
-        conn, _ = server.accept()
-        held.append(conn)
-        received = b""
-        while b"\r\n" not in received:
-            received += conn.recv(1024)
-        conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
-
-    threading.Thread(target=authenticate_then_hang, daemon=True).start()
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={path}")
-    began = time.monotonic()
-    try:
-        with pytest.raises(BusError, match=r"does not answer: no answer to Hello within 0.5s"):
-            Systemd.connect(timeout=0.5)
-        assert time.monotonic() - began < 3
-    finally:
-        for conn in held:
-            conn.close()
-        server.close()
+    # It completes the SASL handshake (the one line a D-Bus server must say, "OK <guid>")
+    # and never answers Hello: a hung dbus-daemon, as hanode sees it.
+    _bounded_connect_against(
+        tmp_path,
+        monkeypatch,
+        b"OK 0123456789abcdef0123456789abcdef\r\n",
+        r"does not answer: no answer to Hello within 0.5s",
+    )
 
 
 def test_state_words_are_systemd_words() -> None:
