@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import tomlkit
@@ -91,10 +91,15 @@ def needs(program: str) -> str:
     """The path of a tool the package tests need: skip without it, fail in CI."""
     found = shutil.which(program, path=SYSTEM_PATH)
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{program} is missing in CI: tests/setup-host installs it")
-        pytest.skip(f"{program} is not installed")
+        missing(program)
     return found
+
+
+def missing(what: str) -> NoReturn:
+    """A tool or package the tests need is absent: skip, but fail in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing in CI: tests/setup-host installs it")
+    pytest.skip(f"{what} is not installed")
 
 
 def system_env(**extra: str) -> dict[str, str]:
@@ -240,9 +245,7 @@ def completions(*words: str) -> list[str]:
 
 def test_completion_offers_every_verb_and_option() -> None:
     if not BASH_COMPLETION.exists():
-        if os.geteuid() == 0:
-            pytest.fail("bash-completion is missing: tests/setup-host installs it")
-        pytest.skip("bash-completion is not installed (tests/setup-host as root installs it)")
+        missing("bash-completion")
     parser = build_parser()
     verbs = verb_parsers(parser)
     assert sorted(completions("")) == sorted(verbs)

@@ -98,15 +98,14 @@ def flush_neighbours() -> None:
 class ArpWatch:
     """The client listening for ARP frames sent from an address (hanodelab.arpwatch).
 
-    with ArpWatch(VIP) as watch: ...; watch.now() is on the frames' clock ("t"), and
-    watch.frames(n, timeout) waits for n frames, returning what came.
+    with ArpWatch(VIP) as watch: ...; watch.frames(n, timeout) waits for n frames,
+    returning what came (each frame's "t" counts from when the watch was ready).
     """
 
     def __init__(self, ip: str, seconds: float = 120) -> None:
         self.argv = client_argv(["/usr/bin/python3", "-m", "hanodelab.arpwatch",
                                  BRIDGES["public"], ip, str(seconds)])
         self.lines: list[dict[str, object]] = []
-        self.began = 0.0
         self.process: subprocess.Popen[str] | None = None
         self.reader: threading.Thread | None = None
 
@@ -119,7 +118,6 @@ class ArpWatch:
         if json.loads(ready or "{}") != {"ready": True}:
             self.__exit__()
             raise RuntimeError(f"arpwatch did not start: {ready!r}")
-        self.began = time.monotonic()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         return self
@@ -128,9 +126,6 @@ class ArpWatch:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(json.loads(line))
-
-    def now(self) -> float:
-        return time.monotonic() - self.began
 
     def frames(self, count: int, timeout: float) -> list[dict[str, object]]:
         deadline = time.monotonic() + timeout
