@@ -96,8 +96,7 @@ def test_up_wait_promote_with_the_peer_there(standin: StandIn) -> None:
     assert status.state is State.UP
     assert status.details["role"] == "Primary" and status.details["peer-role"] == "Secondary"
     assert status.details["connection"] == "Connected"
-    # every answer in this scenario was a capture of real DRBD, except get-gi (never captured)
-    assert standin.synthesized() == []  # every answer was a real DRBD's
+    assert standin.synthesized() == []  # every answer was a capture of real DRBD
 
 
 def test_the_wait_ends_when_the_peer_connects(standin: StandIn) -> None:

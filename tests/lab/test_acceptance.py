@@ -169,8 +169,8 @@ def test_3_switchover(scenario: dict[str, Any]) -> None:
         # Right away, before any traffic: the gratuitous ARPs updated the client's entry.
         assert net.neighbour_mac(lab.VIP) == NODE2.mac()
         frames = arp.frames(2 * ARP_COUNT, timeout=15)
-    # Two bursts of arp-count announcements (sender = target = the VIP) from node2's MAC;
-    # the second burst comes ~2 s after the first, after `hanode start` returned.
+    # Two bursts of arp-count announcements (sender = target = the VIP) from node2's MAC,
+    # the second ~2 s after the first.
     announced = [f for f in frames if f["mac"] == NODE2.mac() and f["target"] == lab.VIP]
     assert len(announced) == 2 * ARP_COUNT, frames
     times = [float(str(f["t"])) for f in announced]
