@@ -181,13 +181,19 @@ class Systemd:
             ) from err
         # DBusConnection() says Hello and waits for the answer without a time limit: a
         # bus that authenticates and then hangs would hang hanode. Cut it off in time.
-        hung = threading.Timer(timeout, _shut, (sock,))
+        cut = threading.Event()  # set before the cut, so the failure it causes knows why
+
+        def cut_off() -> None:
+            cut.set()
+            _shut(sock)
+
+        hung = threading.Timer(timeout, cut_off)
         hung.start()
         try:
             connection = DBusConnection(sock)
         except (OSError, RuntimeError, ValueError) as err:
             sock.close()
-            why = f"no answer to Hello within {timeout:g}s" if hung.finished.is_set() else err
+            why = f"no answer to Hello within {timeout:g}s" if cut.is_set() else err
             raise BusError(
                 f"the system bus does not answer: {why}",
                 "is dbus-daemon hung? See `systemctl status dbus.service`",
