@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hanode.holders import find_holders
+from hanode.system.holders import find_holders
 
 
 def main() -> int:

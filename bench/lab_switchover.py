@@ -70,13 +70,18 @@ def main() -> None:
         for verb, node in (("stop", old), ("start", new)):
             for step, seconds in steps(node, verb).items():
                 inside.setdefault(f"{verb} {step}", []).append(seconds)
-        print(f"round {round_number}: {old.name} -> {new.name}: stop {stop_s:.2f} s, "
-              f"start {start_s:.2f} s", flush=True)
+        print(
+            f"round {round_number}: {old.name} -> {new.name}: stop {stop_s:.2f} s, "
+            f"start {start_s:.2f} s",
+            flush=True,
+        )
         active = 1 - active
     print(f"\n{args.rounds} switchovers (median / min / max, seconds):")
     for label, samples in [*walls.items(), *inside.items()]:
-        print(f"  {label:<28} {statistics.median(samples):6.2f} {min(samples):6.2f}"
-              f" {max(samples):6.2f}")
+        print(
+            f"  {label:<28} {statistics.median(samples):6.2f} {min(samples):6.2f}"
+            f" {max(samples):6.2f}"
+        )
 
 
 if __name__ == "__main__":

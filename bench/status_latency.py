@@ -33,8 +33,9 @@ IMPORTS = ["pyroute2", "psutil", "tomlkit", "jeepney", "systemd.journal", "hanod
 
 def wall(argv: list[str]) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+    )
     seconds = time.perf_counter() - started
     if done.returncode not in (0, 3):  # 3: stopped, a normal answer of status
         sys.exit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
@@ -43,8 +44,10 @@ def wall(argv: list[str]) -> tuple[float, str]:
 
 def line(label: str, samples: list[float]) -> str:
     ms = sorted(s * 1000 for s in samples)
-    return (f"  {label:<28} min {ms[0]:7.1f} ms   median {statistics.median(ms):7.1f} ms"
-            f"   max {ms[-1]:7.1f} ms")
+    return (
+        f"  {label:<28} min {ms[0]:7.1f} ms   median {statistics.median(ms):7.1f} ms"
+        f"   max {ms[-1]:7.1f} ms"
+    )
 
 
 def local(runs: int, hanode: str) -> None:

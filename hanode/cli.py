@@ -244,7 +244,7 @@ def _check(engine: Engine, config: Config) -> int:
 
 
 def _import_drbdlinks(conf: Path, toml_path: Path) -> int:
-    from hanode.drbdlinks import import_drbdlinks
+    from hanode.importers.drbdlinks import import_drbdlinks
 
     report = import_drbdlinks(conf, toml_path)
     for line in report.lines():

@@ -426,6 +426,7 @@ def _links(section: _Section, filesystem: FilesystemConfig | None) -> LinksConfi
     links: list[Link] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
+
         def error(
             message: str, hint: str | None = None, value: str | None = None, index: int = index
         ) -> ConfigError:

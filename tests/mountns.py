@@ -106,9 +106,7 @@ def mounted(path: str) -> bool:
     """Whether ``path`` is a mountpoint in this process's namespace (mountinfo, exact)."""
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
         # octal escapes (\040 for a space) decoded by Python's own escape codec
-        return any(
-            line.split(" ")[4].encode().decode("unicode_escape") == path for line in handle
-        )
+        return any(line.split(" ")[4].encode().decode("unicode_escape") == path for line in handle)
 
 
 class Processes:

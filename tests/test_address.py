@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from hanode import announce
 from hanode.config import AddressConfig, parse
 from hanode.errors import ConfigError, Exit, Refused, StatusExit, StepFailed
 from hanode.resources import Context, Level, State
@@ -34,6 +33,7 @@ from hanode.resources.address import (
     Scan,
     assess,
 )
+from hanode.system import announce
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"

@@ -1,4 +1,4 @@
-"""Unit tests of hanode.drbdstate: every parser on every captured output of real DRBD
+"""Unit tests of hanode.system.drbdstate: every parser on every captured output of real DRBD
 8.4.11, and every decision (timeout choice, wait outcome, promotion verdict) from
 hand-built states. No DRBD, no root."""
 
@@ -9,8 +9,9 @@ import json
 import pytest
 from drbd_standin.fixtures import Capture, Catalog, fixtures_root, load
 
-from hanode import drbdstate as d
-from hanode.drbdstate import (
+from hanode.errors import ConfigError
+from hanode.system import drbdstate as d
+from hanode.system.drbdstate import (
     Action,
     ConnState,
     DiskState,
@@ -21,7 +22,6 @@ from hanode.drbdstate import (
     Timeouts,
     WaitOutcome,
 )
-from hanode.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(
     not fixtures_root().is_dir(), reason=f"DRBD captures not found at {fixtures_root()}"

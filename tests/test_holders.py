@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mountns import HOLD_MMAP, HOLD_ROOT, PYTHON, Processes, in_mount_namespace, loop_ext4
 
-from hanode.holders import _map_field, find_holders, protected_pids
+from hanode.system.holders import _map_field, find_holders, protected_pids
 
 
 def test_map_device_fields_use_the_kernels_hex_format() -> None:

@@ -323,9 +323,7 @@ def test_a_start_cut_between_rename_and_symlink_converges(tree: Tree) -> None:
 
 
 @pytest.mark.root
-def test_start_over_a_replaced_link_keeps_it(
-    tree: Tree, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_start_over_a_replaced_link_keeps_it(tree: Tree, caplog: pytest.LogCaptureFixture) -> None:
     def scenario() -> None:
         records: list[logging.LogRecord] = []
 

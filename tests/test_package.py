@@ -270,8 +270,8 @@ def test_unit_runs_hanode_as_a_oneshot_that_stays_active() -> None:
 
 
 def test_unit_timeouts_cover_hanodes_own_bounds() -> None:
-    from hanode import drbdstate
-    from hanode.resources import drbd, mount
+    from hanode.resources import drbd, filesystem
+    from hanode.system import drbdstate
 
     unit = unit_file()
     units = 2  # the how-to's services: postgresql and apache2
@@ -284,7 +284,7 @@ def test_unit_timeouts_cover_hanodes_own_bounds() -> None:
     start = (
         2 * drbd.COMMAND_TIMEOUT  # drbdadm up, drbdadm primary
         + drbdstate.DEFAULT_TIMEOUT  # the wait for the peer
-        + mount.MOUNT_TIMEOUT
+        + filesystem.MOUNT_TIMEOUT
         + 2  # duplicate-address probe and first ARP burst
         + services
     )

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from hanode.config import ServicesConfig
-from hanode.dbus import ActiveState, BusError, JobOutcome, Systemd, UnitInfo
 from hanode.resources import Finding, Level
 from hanode.resources.services import Services, unit_findings
+from hanode.system.dbus import ActiveState, BusError, JobOutcome, Systemd, UnitInfo
 
 HERE = Path(__file__).resolve().parent
 
@@ -92,8 +92,14 @@ def box(rootfs: Path, conf_dir: Path) -> Iterator[Any]:
         container.close()
 
 
-def drive(box: Any, action: str, *units: str, timeout: int = 20, force: bool = False,
-          env: dict[str, str] | None = None) -> dict[str, Any]:
+def drive(
+    box: Any,
+    action: str,
+    *units: str,
+    timeout: int = 20,
+    force: bool = False,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One Services action inside the container; its JSON outcome."""
     argv = ["/usr/bin/python3", "/opt/hanode-tests/driver.py", action, *units]
     argv += ["--timeout", str(timeout)] + (["--force"] if force else [])
@@ -164,7 +170,10 @@ def test_start_in_order_each_waited_for_and_stop_in_reverse(box: Any) -> None:
     status = drive(box, "probe", *units)["result"]
     assert status["state"] == "up"
     assert status["details"][THIRD] == {
-        "load": "loaded", "active": "active", "sub": "running", "enabled": "static"
+        "load": "loaded",
+        "active": "active",
+        "sub": "running",
+        "enabled": "static",
     }
 
     outcome = drive(box, "stop", *units)
@@ -490,15 +499,19 @@ def test_state_words_are_systemd_words() -> None:
 def test_hanode_dbus_imports_quickly() -> None:
     # hanode status pays this on every call; what the rest of hanode imports anyway
     # (dataclasses, enum, typing, hanode.resources) is loaded first so it is not counted.
-    code = "import dataclasses, enum, typing, hanode.resources; import hanode.dbus"
+    code = "import dataclasses, enum, typing, hanode.resources; import hanode.system.dbus"
     result = subprocess.run(
         ["/usr/bin/python3", "-X", "importtime", "-c", code],
-        capture_output=True, text=True, check=True, cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
         env={**os.environ, "PYTHONPATH": str(HERE.parent)},
     )
     cumulative = [
-        int(line.split("|")[1]) for line in result.stderr.splitlines()
-        if line.rstrip().endswith("| hanode.dbus")
+        int(line.split("|")[1])
+        for line in result.stderr.splitlines()
+        if line.rstrip().endswith("| hanode.system.dbus")
     ]
     assert len(cumulative) == 1, result.stderr[-2000:]
     assert cumulative[0] < 100_000, result.stderr[-2000:]  # µs; ~20 ms measured here
@@ -586,9 +599,7 @@ def test_indirect_and_stale_units_are_warnings() -> None:
 
 
 def test_the_postgresql_umbrella_warning_names_the_clusters_or_the_pattern() -> None:
-    umbrella = _unit(
-        "postgresql.service", service_type="oneshot", exec_start=(("/bin/true",),)
-    )
+    umbrella = _unit("postgresql.service", service_type="oneshot", exec_start=(("/bin/true",),))
     (named,) = unit_findings(umbrella, PRIMARY, ["postgresql@15-main.service"])
     assert named.level is Level.WARNING
     assert "(a oneshot running /bin/true)" in named.message

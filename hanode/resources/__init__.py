@@ -146,7 +146,7 @@ class Resource(ABC):
 # The fixed start order; stop is the exact reverse. (section, module, class)
 ORDER: tuple[tuple[str, str, str], ...] = (
     ("drbd", "hanode.resources.drbd", "Drbd"),
-    ("filesystem", "hanode.resources.mount", "Filesystem"),
+    ("filesystem", "hanode.resources.filesystem", "Filesystem"),
     ("links", "hanode.resources.links", "Links"),
     ("address", "hanode.resources.address", "FloatingAddress"),
     ("services", "hanode.resources.services", "Services"),

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hanode import announce
 from hanode.errors import Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
+from hanode.system import announce
 
 if TYPE_CHECKING:
     from hanode.config import AddressConfig

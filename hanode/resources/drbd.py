@@ -1,7 +1,7 @@
 """The DRBD resource: up, a bounded wait for the peer, a safe promotion; demote on stop.
 
 start: ``drbdadm up`` unless up; wait for the peer with the timeout DRBD's own startup
-logic would pick; promote only when safe (hanode.drbdstate.decide_promotion). A refusal
+logic would pick; promote only when safe (hanode.system.drbdstate.decide_promotion). A refusal
 leaves the resource up as Secondary, replicating. stop: ``drbdadm secondary``; a device
 still open is reported with its openers; ``on-demote-failure`` escalates to
 ``secondary --force`` (DRBD >= 9.1) or a reboot; ``stop --down`` also runs ``drbdadm down``.
@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from jeepney import DBusAddress, DBusErrorResponse, new_method_call  # type: ignore[import]
 from jeepney.io.blocking import open_dbus_connection  # type: ignore[import]
 
-from hanode import drbdstate
 from hanode.config import DemoteFailure, DrbdConfig
-from hanode.drbdstate import (
+from hanode.errors import ConfigError, HanodeError, Refused, StepFailed
+from hanode.resources import Context, Finding, Level, Resource, State, Status
+from hanode.run import CommandError, Completed, run, stderr_tail
+from hanode.system import drbdstate
+from hanode.system.drbdstate import (
     Action,
     DumpInfo,
     HostSection,
@@ -42,10 +45,7 @@ from hanode.drbdstate import (
     Timeouts,
     WaitOutcome,
 )
-from hanode.errors import ConfigError, HanodeError, Refused, StepFailed
-from hanode.holders import find_holders
-from hanode.resources import Context, Finding, Level, Resource, State, Status
-from hanode.run import CommandError, Completed, run, stderr_tail
+from hanode.system.holders import find_holders
 
 log = logging.getLogger("hanode.drbd")
 

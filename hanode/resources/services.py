@@ -1,6 +1,6 @@
 """The services step: systemd units started in the configured order, stopped in reverse.
 
-Through systemd's D-Bus API (hanode.dbus), never ``systemctl``. Each start and stop is a
+Through systemd's D-Bus API (hanode.system.dbus), never ``systemctl``. Each start and stop is a
 job waited for, bounded by ``[services] timeout`` per unit; a job still running then is
 cancelled. A unit counts as started when its job is ``done`` AND its ActiveState is
 active (a ``Type=simple`` job is done at fork), as stopped when it is inactive or failed.
@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from fnmatch import fnmatch
 
 from hanode.config import ServicesConfig
-from hanode.dbus import JobOutcome, JobTimeout, Systemd, UnitInfo
 from hanode.errors import HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
+from hanode.system.dbus import JobOutcome, JobTimeout, Systemd, UnitInfo
 
 log = logging.getLogger("hanode.services")
 

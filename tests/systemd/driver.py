@@ -2,7 +2,7 @@
 
     python3 driver.py ACTION UNIT... [--timeout S] [--force]
     ACTION: start, stop, probe, check, plan-start, plan-stop,
-            bench (start and stop each unit 20 times through hanode.dbus; latencies)
+            bench (start and stop each unit 20 times through hanode.system.dbus; latencies)
 
 Output: {"ok": bool, "error": class name, "code": exit code, "message": ...,
 "result": what the action returned, "progress": the progress lines shown}.
@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hanode.config import ServicesConfig
-from hanode.dbus import Systemd
 from hanode.errors import HanodeError
 from hanode.resources import Context, ProgressLine
 from hanode.resources.services import Services
+from hanode.system.dbus import Systemd
 
 shown: list[str] = []
 

@@ -359,9 +359,11 @@ def _bench(container: Container) -> None:
     units = ["hanode-test-first.service", "hanode-test-third.service"]
     for unit in units:
         print(unit, container.run([*driver, unit], timeout=300).stdout.strip())
-    imports = container.run(["/usr/bin/python3", "-X", "importtime", "-c", "import hanode.dbus"])
+    imports = container.run(
+        ["/usr/bin/python3", "-X", "importtime", "-c", "import hanode.system.dbus"]
+    )
     for line in imports.stderr.splitlines():
-        if line.rstrip().endswith(("hanode.dbus", " jeepney")):
+        if line.rstrip().endswith(("hanode.system.dbus", " jeepney")):
             print("import time (µs self | cumulative):", line.split(":", 1)[1].strip())
 
 

@@ -24,11 +24,11 @@ from typing import ClassVar
 
 from hanode.config import FilesystemConfig, Fsck
 from hanode.errors import Refused, StepFailed
-from hanode.holders import Holder, find_holders, protected_pids
 from hanode.resources import Context, Finding, Level, ProgressLine, Resource, State, Status
 from hanode.run import CommandError, clean_env, run, stderr_tail
+from hanode.system.holders import Holder, find_holders, protected_pids
 
-log = logging.getLogger("hanode.mount")
+log = logging.getLogger("hanode.filesystem")
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 FSTAB = Path("/etc/fstab")
@@ -183,9 +183,7 @@ class Filesystem(Resource):
         if scan.elsewhere:
             places = ", ".join(entry.mountpoint for entry in scan.elsewhere)
             details["also_mounted_on"] = [entry.mountpoint for entry in scan.elsewhere]
-            return Status(
-                State.UNKNOWN, f"{self.config.device} is mounted on {places}", details
-            )
+            return Status(State.UNKNOWN, f"{self.config.device} is mounted on {places}", details)
         if scan.here is not None:
             subs = submounts(scan.entries, scan.here)
             holders = _holders_of(scan.entries, [scan.here, *subs])
@@ -498,11 +496,10 @@ class Filesystem(Resource):
                 Finding(
                     Level.ERROR,
                     f"fsck = {config.fsck.value} but fsck.{config.type} is not installed",
-                    "install the filesystem's tools, or set fsck = \"never\"",
+                    'install the filesystem\'s tools, or set fsck = "never"',
                 )
             )
         return findings
-
 
     def _fstab_findings(self) -> list[Finding]:
         """An fstab entry for the device or mountpoint without noauto: boot would mount it."""

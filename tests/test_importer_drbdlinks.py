@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hanode.config import Link, parse
-from hanode.drbdlinks import import_drbdlinks, read_drbdlinks
 from hanode.errors import ConfigError
+from hanode.importers.drbdlinks import import_drbdlinks, read_drbdlinks
 
 DRBDLINKS_CONF = """\
 #
@@ -204,8 +204,14 @@ def test_cli_verb(tmp_path: Path) -> None:
     toml = tmp_path / "hanode.toml"
     done = subprocess.run(
         [
-            "/usr/bin/python3", "-m", "hanode", "-c", str(toml), "--insecure-config",
-            "import-drbdlinks", str(conf),
+            "/usr/bin/python3",
+            "-m",
+            "hanode",
+            "-c",
+            str(toml),
+            "--insecure-config",
+            "import-drbdlinks",
+            str(conf),
         ],
         capture_output=True,
         text=True,

@@ -24,7 +24,7 @@ from mountns import (
 from hanode.config import FilesystemConfig, Fsck
 from hanode.errors import Refused, StepFailed
 from hanode.resources import Context, ProgressLine, State
-from hanode.resources.mount import (
+from hanode.resources.filesystem import (
     Filesystem,
     kill_devices,
     parse_mountinfo,
@@ -113,7 +113,14 @@ def test_plan_and_probe_without_the_device(tmp_path: Path) -> None:
 def test_fsck_command_line() -> None:
     config = FilesystemConfig(device="/dev/drbd1", mountpoint="/srv", fsck=Fsck.ALWAYS)
     assert Filesystem(config)._fsck_argv() == [
-        "fsck", "-T", "-M", "-t", "ext4", "-p", "-f", "/dev/drbd1",
+        "fsck",
+        "-T",
+        "-M",
+        "-t",
+        "ext4",
+        "-p",
+        "-f",
+        "/dev/drbd1",
     ]
 
 
@@ -244,9 +251,7 @@ def test_stop_ends_every_kind_of_holder(tmp_path: Path, loop: str) -> None:
 
 
 @pytest.mark.root
-def test_busy_without_kill_holders_names_them_and_stays_mounted(
-    tmp_path: Path, loop: str
-) -> None:
+def test_busy_without_kill_holders_names_them_and_stays_mounted(tmp_path: Path, loop: str) -> None:
     mountpoint = tmp_path / "srv"
 
     def scenario() -> None:
@@ -271,9 +276,7 @@ def test_busy_without_kill_holders_names_them_and_stays_mounted(
 
 
 @pytest.mark.root
-def test_submounts_are_unmounted_first_and_their_holders_ended(
-    tmp_path: Path, loop: str
-) -> None:
+def test_submounts_are_unmounted_first_and_their_holders_ended(tmp_path: Path, loop: str) -> None:
     mountpoint = tmp_path / "srv"
 
     def scenario() -> None:
@@ -353,9 +356,7 @@ def test_a_bind_of_the_root_filesystem_inside_is_never_killed_for(
 
 
 @pytest.mark.root
-def test_hanode_leaves_its_own_working_directory_on_the_mount(
-    tmp_path: Path, loop: str
-) -> None:
+def test_hanode_leaves_its_own_working_directory_on_the_mount(tmp_path: Path, loop: str) -> None:
     mountpoint = tmp_path / "srv"
 
     def scenario() -> None:
@@ -377,7 +378,7 @@ def test_hanodes_parent_is_never_ended(tmp_path: Path, loop: str) -> None:
         "import sys\n"
         "from hanode.config import FilesystemConfig\n"
         "from hanode.resources import Context\n"
-        "from hanode.resources.mount import Filesystem\n"
+        "from hanode.resources.filesystem import Filesystem\n"
         "from hanode.errors import StepFailed\n"
         f"fs = Filesystem(FilesystemConfig(device={loop!r}, mountpoint={str(mountpoint)!r}, "
         "stop_timeout=2))\n"
@@ -506,7 +507,7 @@ def test_holders_are_logged(tmp_path: Path, loop: str) -> None:
             def emit(self, record: logging.LogRecord) -> None:
                 records.append(record.getMessage())
 
-        logger = logging.getLogger("hanode.mount")
+        logger = logging.getLogger("hanode.filesystem")
         logger.addHandler(Keep())
         logger.setLevel(logging.INFO)
         fs = _fs(loop, mountpoint)
@@ -605,7 +606,7 @@ def test_cli_start_stop_with_filesystem_and_links(tmp_path: Path, loop: str) -> 
 def test_check_warns_about_an_fstab_entry_without_noauto(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hanode.resources import mount
+    from hanode.resources import filesystem as filesystem_module
 
     fstab = tmp_path / "fstab"
     fstab.write_text(
@@ -614,7 +615,7 @@ def test_check_warns_about_an_fstab_entry_without_noauto(
         "/dev/drbd1 /srv ext4 defaults,noatime 0 2\n"
         "/dev/drbd1 /srv2 ext4 noauto,noatime 0 0\n"
     )
-    monkeypatch.setattr(mount, "FSTAB", fstab)
+    monkeypatch.setattr(filesystem_module, "FSTAB", fstab)
     fs = Filesystem(FilesystemConfig(device="/dev/drbd1", mountpoint="/srv"))
     warnings = [f.message for f in fs.check() if "fstab" in f.message]
     assert warnings == [f"{fstab} mounts /dev/drbd1 on /srv at boot"]

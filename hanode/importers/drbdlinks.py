@@ -292,9 +292,7 @@ def _surrounding_comments(old: Table) -> tuple[list[Any], list[Any]]:
     if not keyed:
         return [item for _, item in body if isinstance(item, Comment | Whitespace)], []
     leading = [item for _, item in body[: keyed[0]] if isinstance(item, Comment | Whitespace)]
-    trailing = [
-        item for _, item in body[keyed[-1] + 1 :] if isinstance(item, Comment | Whitespace)
-    ]
+    trailing = [item for _, item in body[keyed[-1] + 1 :] if isinstance(item, Comment | Whitespace)]
     return leading, trailing
 
 
