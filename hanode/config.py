@@ -66,7 +66,7 @@ class FilesystemConfig:
 
 
 @dataclass(frozen=True)
-class Link:
+class LinkSpec:
     path: str  # the place services look at, e.g. /etc/apache2
     target: str  # where it lives on the replicated filesystem, e.g. /srv/etc-apache2
 
@@ -74,7 +74,7 @@ class Link:
 @dataclass(frozen=True)
 class LinksConfig:
     mountpoint: str
-    links: tuple[Link, ...]
+    links: tuple[LinkSpec, ...]
 
 
 @dataclass(frozen=True)
@@ -423,7 +423,7 @@ def _links(section: _Section, filesystem: FilesystemConfig | None) -> LinksConfi
     entries = section.get("links", list)
     if not entries:
         raise section.error("links", "must list at least one link")
-    links: list[Link] = []
+    links: list[LinkSpec] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
 
@@ -444,7 +444,7 @@ def _links(section: _Section, filesystem: FilesystemConfig | None) -> LinksConfi
             if not isinstance(entry[key], str):
                 raise error(f"{key}: expected a string, got {_describe(entry[key])}")
             _check_path(entry[key], lambda message, v=entry[key]: error(message, value=v))
-        link = Link(entry["path"], entry["target"])
+        link = LinkSpec(entry["path"], entry["target"])
         if not _is_below(link.target, mountpoint):
             raise error(
                 f"target {link.target} is outside the mountpoint {mountpoint}",

@@ -27,10 +27,10 @@ from hanode.resources import Context, Level, State
 from hanode.resources.address import (
     IFA_F_DADFAILED,
     IFA_F_TENTATIVE,
+    AddressScan,
     Assigned,
     FloatingAddress,
-    Link,
-    Scan,
+    Interface,
     assess,
 )
 from hanode.system import announce
@@ -114,7 +114,7 @@ def _assigned(ip: str, label: str | None = "eth0:1", index: int = 2, flags: int 
     )
 
 
-LINK = Link(2, "eth0", 0x10001, MAC)
+LINK = Interface(2, "eth0", 0x10001, MAC)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ LINK = Link(2, "eth0", 0x10001, MAC)
     ],
 )
 def test_assess_v4(matches: tuple[Assigned, ...], state: State, words: str, present: bool) -> None:
-    status = assess(address_config(), Scan(LINK, matches, matches))
+    status = assess(address_config(), AddressScan(LINK, matches, matches))
     assert status.state is state
     assert words in status.summary
     assert status.details["interface"] == "eth0" and status.details["label"] == "eth0:1"
@@ -145,19 +145,19 @@ def test_assess_v4(matches: tuple[Assigned, ...], state: State, words: str, pres
 )
 def test_assess_v6(flags: int, state: State, words: str) -> None:
     found = (_assigned("2001:db8::10/64", label=None, flags=flags),)
-    status = assess(address_config(V6), Scan(LINK, found, found))
+    status = assess(address_config(V6), AddressScan(LINK, found, found))
     assert status.state is state and words in status.summary
 
 
 def test_assess_missing_interface_is_unknown() -> None:
-    status = assess(address_config(), Scan(None, (), ()))
+    status = assess(address_config(), AddressScan(None, (), ()))
     assert status.state is State.UNKNOWN
     assert "eth0 does not exist" in status.summary
 
 
 def test_link_without_ethernet_address() -> None:
     """tun or wireguard: no MAC, so nothing to announce with and no ARP to probe with."""
-    tun = Scan(Link(2, "eth0", 0x10001, None), (), ())
+    tun = AddressScan(Interface(2, "eth0", 0x10001, None), (), ())
     with pytest.raises(StepFailed, match="no Ethernet address") as caught:
         FloatingAddress(address_config())._usable_link(tun)
     assert "arp-count = 0" in str(caught.value)

@@ -12,10 +12,10 @@ from drbd_standin.fixtures import Capture, Catalog, fixtures_root, load
 from hanode.errors import ConfigError
 from hanode.system import drbdstate as d
 from hanode.system.drbdstate import (
-    Action,
     ConnState,
     DiskState,
     MetaFlags,
+    Promotion,
     ResourceState,
     Role,
     TimeoutKind,
@@ -396,22 +396,22 @@ def decide(
 
 def test_already_primary_is_skipped() -> None:
     verdict = decide(state(role=Role.PRIMARY, **ABSENT), WaitOutcome.TIMED_OUT, nodename="x")
-    assert verdict.action is Action.SKIP
+    assert verdict.promotion is Promotion.SKIP
 
 
 def test_connected_and_up_to_date_promotes() -> None:
     verdict = decide(state(), WaitOutcome.CONNECTED, bpo=None, nodename="node2")
-    assert verdict == d.Verdict(Action.PROMOTE, verdict.reason)
+    assert verdict == d.Verdict(Promotion.PROMOTE, verdict.reason)
     assert not verdict.degraded and not verdict.force_flag and not verdict.overrides
     # promoting a SyncSource is fine: the data is here
     source = state(cstate=ConnState.SYNC_SOURCE, peer_disk=DiskState.INCONSISTENT)
-    assert decide(source, WaitOutcome.CONNECTED).action is Action.PROMOTE
+    assert decide(source, WaitOutcome.CONNECTED).promotion is Promotion.PROMOTE
 
 
 @pytest.mark.parametrize("force", [False, True])
 def test_peer_primary_is_refused_even_with_force(force: bool) -> None:
     verdict = decide(state(peer_role=Role.PRIMARY), WaitOutcome.CONNECTED, force=force)
-    assert verdict.action is Action.REFUSE
+    assert verdict.promotion is Promotion.REFUSE
     assert "peer is Primary" in verdict.reason
     assert verdict.hint and "hanode stop" in verdict.hint
 
@@ -422,7 +422,7 @@ def test_standalone_is_refused_even_with_force(force: bool) -> None:
         cstate=ConnState.STANDALONE, peer_role=Role.UNKNOWN, peer_disk=DiskState.DUNKNOWN
     )
     verdict = decide(standalone, WaitOutcome.STANDALONE, force=force)
-    assert verdict.action is Action.REFUSE
+    assert verdict.promotion is Promotion.REFUSE
     assert "StandAlone" in verdict.reason
     assert verdict.hint and "drbdadm connect srv" in verdict.hint
 
@@ -431,11 +431,11 @@ def test_standalone_is_refused_even_with_force(force: bool) -> None:
 def test_local_disk_not_up_to_date_is_refused_unless_forced(disk: DiskState) -> None:
     current = state(disk=disk, **ABSENT)
     refused = decide(current, WaitOutcome.TIMED_OUT)
-    assert refused.action is Action.REFUSE
+    assert refused.promotion is Promotion.REFUSE
     assert f"local disk is {disk}, not UpToDate (the peer is absent)" in refused.reason
     assert refused.hint and "--force" in refused.hint
     forced = decide(current, WaitOutcome.TIMED_OUT, force=True)
-    assert forced.action is Action.PROMOTE
+    assert forced.promotion is Promotion.PROMOTE
     assert forced.overrides == (f"the local disk is {disk}, not UpToDate (the peer is absent)",)
     assert forced.force_flag  # no UpToDate data anywhere: only `primary --force` works
     assert forced.degraded
@@ -444,9 +444,9 @@ def test_local_disk_not_up_to_date_is_refused_unless_forced(disk: DiskState) -> 
 def test_sync_target_forced_needs_no_force_flag() -> None:
     # the peer is UpToDate and connected: DRBD reads through it, plain `primary` works
     target = state(cstate=ConnState.SYNC_TARGET, disk=DiskState.INCONSISTENT)
-    assert decide(target, WaitOutcome.CONNECTED).action is Action.REFUSE
+    assert decide(target, WaitOutcome.CONNECTED).promotion is Promotion.REFUSE
     forced = decide(target, WaitOutcome.CONNECTED, force=True)
-    assert forced.action is Action.PROMOTE
+    assert forced.promotion is Promotion.PROMOTE
     assert not forced.force_flag and not forced.degraded
     assert forced.overrides == (
         "the local disk is Inconsistent, not UpToDate (the peer's disk is UpToDate)",
@@ -456,28 +456,28 @@ def test_sync_target_forced_needs_no_force_flag() -> None:
 @pytest.mark.parametrize("force", [False, True])
 def test_diskless_without_an_up_to_date_peer_is_refused(force: bool) -> None:
     verdict = decide(state(disk=DiskState.DISKLESS, **ABSENT), WaitOutcome.TIMED_OUT, force=force)
-    assert verdict.action is Action.REFUSE
+    assert verdict.promotion is Promotion.REFUSE
     assert "Diskless" in verdict.reason
 
 
 def test_peer_absent_promotes_degraded_on_become_primary_on_node() -> None:
     verdict = decide(state(**ABSENT), WaitOutcome.TIMED_OUT, nodename="node1", bpo="node1")
-    assert verdict.action is Action.PROMOTE
+    assert verdict.promotion is Promotion.PROMOTE
     assert verdict.degraded and not verdict.overrides and not verdict.force_flag
     fqdn = decide(state(**ABSENT), WaitOutcome.TIMED_OUT, nodename="node1.lab", bpo="node1")
-    assert fqdn.action is Action.PROMOTE
+    assert fqdn.promotion is Promotion.PROMOTE
     both = decide(state(**ABSENT), WaitOutcome.TIMED_OUT, nodename="node2", bpo="both")
-    assert both.action is Action.PROMOTE
+    assert both.promotion is Promotion.PROMOTE
 
 
 @pytest.mark.parametrize("bpo", ["node1", None])
 def test_peer_absent_on_another_node_is_refused_unless_forced(bpo: str | None) -> None:
     refused = decide(state(**ABSENT), WaitOutcome.TIMED_OUT, nodename="node2", bpo=bpo)
-    assert refused.action is Action.REFUSE
+    assert refused.promotion is Promotion.REFUSE
     assert refused.reason == "peer unreachable: make sure it is down, then `hanode start --force`"
     assert refused.hint and "node2" in refused.hint and (bpo or "unset") in refused.hint
     forced = decide(state(**ABSENT), WaitOutcome.TIMED_OUT, nodename="node2", bpo=bpo, force=True)
-    assert forced.action is Action.PROMOTE and forced.degraded and not forced.force_flag
+    assert forced.promotion is Promotion.PROMOTE and forced.degraded and not forced.force_flag
     named = bpo or "unset"
     assert forced.overrides == (
         f"the peer is unreachable and this node (node2) is not become-primary-on ({named})",
@@ -487,7 +487,7 @@ def test_peer_absent_on_another_node_is_refused_unless_forced(bpo: str | None) -
 def test_both_overrides_are_named() -> None:
     current = state(disk=DiskState.CONSISTENT, **ABSENT)
     forced = decide(current, WaitOutcome.TIMED_OUT, nodename="node2", force=True)
-    assert forced.action is Action.PROMOTE
+    assert forced.promotion is Promotion.PROMOTE
     assert len(forced.overrides) == 2
     assert "Consistent" in forced.overrides[0] and "node2" in forced.overrides[1]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hanode.config import Link, parse
+from hanode.config import LinkSpec, parse
 from hanode.errors import ConfigError
 from hanode.importers.drbdlinks import import_drbdlinks, read_drbdlinks
 
@@ -73,9 +73,9 @@ def test_import_keeps_comments_and_replaces_links(tmp_path: Path) -> None:
 
     assert not pwned.exists()  # the config was parsed, not executed
     expected = [
-        Link("/etc/apache2", "/srv/etc-apache2"),
-        Link("/var/www", "/srv/var/www"),
-        Link("/etc/php/8.2/apache2/php.ini", "/srv/php.ini"),
+        LinkSpec("/etc/apache2", "/srv/etc-apache2"),
+        LinkSpec("/var/www", "/srv/var/www"),
+        LinkSpec("/etc/php/8.2/apache2/php.ini", "/srv/php.ini"),
     ]
     assert report.mountpoint == "/srv"
     assert report.links == expected
@@ -130,7 +130,7 @@ def test_a_new_hanode_toml_is_created(tmp_path: Path) -> None:
     assert os.stat(toml).st_mode & 0o777 == 0o644
     config = parse(toml.read_text(), toml)
     assert config.links is not None
-    assert config.links.links == (Link("/etc/apache2", "/srv/etc/apache2"),)
+    assert config.links.links == (LinkSpec("/etc/apache2", "/srv/etc/apache2"),)
     assert f"created {toml} with a [links] section" in report.lines()
 
 
@@ -173,8 +173,8 @@ def test_drbdlinks_d_is_read_as_drbdlinks_does(tmp_path: Path) -> None:
     _write(tmp_path / "drbdlinks.d" / "20-db.conf", "link('/var/lib/postgresql')\nselinux(1)\n")
     report = import_drbdlinks(conf, tmp_path / "hanode.toml")
     assert report.links == [
-        Link("/etc/a", "/srv/etc/a"),
-        Link("/var/lib/postgresql", "/srv/var/lib/postgresql"),
+        LinkSpec("/etc/a", "/srv/etc/a"),
+        LinkSpec("/var/lib/postgresql", "/srv/var/lib/postgresql"),
     ]
     assert any("20-db.conf:2: `selinux(1)`" in item for item in report.unsupported)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mountns import in_mount_namespace
 
-from hanode.config import Link, LinksConfig
+from hanode.config import LinksConfig, LinkSpec
 from hanode.errors import StepFailed
 from hanode.resources import Context, Level, State
 from hanode.resources import links as links_module
@@ -25,9 +25,9 @@ class Tree:
         self.srv = root / "srv"
         self.etc.mkdir()
         self.srv.mkdir()
-        self.dir = Link(str(self.etc / "apache2"), str(self.srv / "etc-apache2"))
-        self.file = Link(str(self.etc / "app.conf"), str(self.srv / "app.conf"))
-        self.absent = Link(str(self.etc / "newdir"), str(self.srv / "newdir"))  # no original
+        self.dir = LinkSpec(str(self.etc / "apache2"), str(self.srv / "etc-apache2"))
+        self.file = LinkSpec(str(self.etc / "app.conf"), str(self.srv / "app.conf"))
+        self.absent = LinkSpec(str(self.etc / "newdir"), str(self.srv / "newdir"))  # no original
         self.links = (self.dir, self.file, self.absent)
         self.config = LinksConfig(str(self.srv), self.links)
 
@@ -183,7 +183,7 @@ def test_a_stop_cut_after_each_link_converges(
     real_unlink = Links._unlink
     done: list[str] = []
 
-    def cut_unlink(self: Links, link: Link) -> None:
+    def cut_unlink(self: Links, link: LinkSpec) -> None:
         if len(done) == cut_after:
             raise Cut
         real_unlink(self, link)
@@ -287,7 +287,7 @@ def test_a_start_cut_after_each_link_converges_both_ways(tree: Tree, cut_after: 
         real_link = Links._link
         done: list[str] = []
 
-        def cut_link(self: Links, link: Link) -> None:
+        def cut_link(self: Links, link: LinkSpec) -> None:
             if len(done) == cut_after:
                 raise Cut
             real_link(self, link)

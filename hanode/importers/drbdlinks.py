@@ -22,7 +22,7 @@ import tomlkit.exceptions
 from tomlkit.items import Comment, Table, Whitespace
 
 from hanode import config as hconfig
-from hanode.config import Link
+from hanode.config import LinkSpec
 from hanode.errors import ConfigError
 
 # drbdlinks' other directives, with what hanode does instead (or why it does not)
@@ -48,7 +48,7 @@ class ImportReport:
     conf: Path
     toml_path: Path
     mountpoint: str | None = None
-    links: list[Link] = field(default_factory=list)
+    links: list[LinkSpec] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)  # "FILE:LINE: `code`: why"
     notes: list[str] = field(default_factory=list)  # imported, but worth a look
     replaced_links: int | None = None  # links in the [links] section replaced, if any
@@ -213,7 +213,7 @@ def import_drbdlinks(conf: Path, toml_path: Path) -> ImportReport:
                 )
             # as drbdlinks: link('/etc/x') alone is MOUNTPOINT/etc/x
             target = os.path.join(parsed.mountpoint, source.lstrip("/")).rstrip("/")
-        report.links.append(Link(source, target))
+        report.links.append(LinkSpec(source, target))
     if not report.links:
         raise ConfigError(f"{conf}: no link() lines found", "nothing to import")
 

@@ -49,7 +49,7 @@ IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
 @dataclass(frozen=True)
-class Link:
+class Interface:
     """One network interface as netlink lists it."""
 
     index: int
@@ -90,10 +90,10 @@ class Assigned:
 
 
 @dataclass(frozen=True)
-class Scan:
+class AddressScan:
     """What netlink shows about the configured address and interface, at one moment."""
 
-    link: Link | None  # the configured interface; None: it does not exist
+    link: Interface | None  # the configured interface; None: it does not exist
     on_link: tuple[Assigned, ...]  # every address of the same family on that interface
     matches: tuple[Assigned, ...]  # the configured IP (any prefix) on any interface
 
@@ -123,7 +123,7 @@ def _label_matches(found: Assigned, config: AddressConfig) -> bool:
     return config.ip.version == 6 or found.label == config.label
 
 
-def assess(config: AddressConfig, scan: Scan) -> Status:
+def assess(config: AddressConfig, scan: AddressScan) -> Status:
     """Where the floating address stands, from one scan (pure: no netlink here)."""
     details: dict[str, object] = {
         "ip": str(config.ip),
@@ -177,7 +177,7 @@ def _describe(found: Assigned) -> dict[str, object]:
     }
 
 
-def _link_state(link: Link) -> str:
+def _link_state(link: Interface) -> str:
     if not link.up:
         return "down"
     return "up" if link.carrier else "no-carrier"
@@ -205,9 +205,9 @@ def _netlink_errno(err: BaseException) -> int | None:
     return err.code if isinstance(err, NetlinkError) else None
 
 
-def read_links(ipr: Any) -> dict[int, Link]:
+def read_links(ipr: Any) -> dict[int, Interface]:
     """Every interface of this namespace by index."""
-    links: dict[int, Link] = {}
+    links: dict[int, Interface] = {}
     for msg in ipr.get_links():
         mac_text = msg.get_attr("IFLA_ADDRESS")
         mac: bytes | None = None
@@ -216,11 +216,13 @@ def read_links(ipr: Any) -> dict[int, Link]:
                 mac = announce.parse_mac(mac_text)
             except ValueError:
                 mac = None
-        links[msg["index"]] = Link(msg["index"], msg.get_attr("IFLA_IFNAME"), msg["flags"], mac)
+        links[msg["index"]] = Interface(
+            msg["index"], msg.get_attr("IFLA_IFNAME"), msg["flags"], mac
+        )
     return links
 
 
-def read_addresses(ipr: Any, links: dict[int, Link], version: int) -> list[Assigned]:
+def read_addresses(ipr: Any, links: dict[int, Interface], version: int) -> list[Assigned]:
     """Every address of one IP version, on every interface."""
     from socket import AF_INET, AF_INET6
 
@@ -246,14 +248,14 @@ def read_addresses(ipr: Any, links: dict[int, Link], version: int) -> list[Assig
     return found
 
 
-def scan(ipr: Any, config: AddressConfig) -> Scan:
+def scan(ipr: Any, config: AddressConfig) -> AddressScan:
     """Look at the configured interface and every place the configured IP sits."""
     links = read_links(ipr)
     link = next((lk for lk in links.values() if lk.name == config.interface), None)
     addresses = read_addresses(ipr, links, config.ip.version)
     on_link = tuple(a for a in addresses if link is not None and a.index == link.index)
     matches = tuple(a for a in addresses if a.ip.ip == config.ip.ip)
-    return Scan(link, on_link, matches)
+    return AddressScan(link, on_link, matches)
 
 
 # -- the resource -------------------------------------------------------------------
@@ -271,7 +273,7 @@ class FloatingAddress(Resource):
     def _v4(self) -> bool:
         return self.config.ip.version == 4
 
-    def _scan(self) -> Scan:
+    def _scan(self) -> AddressScan:
         with netlink() as ipr:
             return scan(ipr, self.config)
 
@@ -312,7 +314,7 @@ class FloatingAddress(Resource):
         """Already up: announce it again (start does no probe and no add then)."""
         self.start(ctx)
 
-    def _usable_link(self, found: Scan) -> Link:
+    def _usable_link(self, found: AddressScan) -> Interface:
         name = self.config.interface
         link = found.link
         if link is None:
@@ -336,7 +338,7 @@ class FloatingAddress(Resource):
             )
         return link
 
-    def _refuse_foreign(self, found: Scan) -> None:
+    def _refuse_foreign(self, found: AddressScan) -> None:
         config = self.config
         elsewhere = found.elsewhere()
         if elsewhere:
@@ -355,12 +357,12 @@ class FloatingAddress(Resource):
                 f"remove it (ip address del {other.ip} dev {other.ifname}) or fix [address]",
             )
 
-    def _probes(self, link: Link) -> bool:
+    def _probes(self, link: Interface) -> bool:
         """Whether start probes for a duplicate by ARP (IPv6 has the kernel's DAD)."""
         # a link without an Ethernet address (tun, wireguard) has no ARP to probe with
         return self._v4 and self.config.probe and link.mac is not None
 
-    def _probe_duplicate(self, link: Link, ctx: Context) -> None:
+    def _probe_duplicate(self, link: Interface, ctx: Context) -> None:
         assert link.mac is not None  # _probes() made sure
         ip = self.config.ip.ip
         assert isinstance(ip, ipaddress.IPv4Address)
@@ -384,7 +386,7 @@ class FloatingAddress(Resource):
             "is the peer still holding it? Run `hanode stop` there, or find that host",
         )
 
-    def _request(self, link: Link) -> dict[str, object]:
+    def _request(self, link: Interface) -> dict[str, object]:
         config = self.config
         request: dict[str, object] = {
             "index": link.index,
@@ -399,7 +401,7 @@ class FloatingAddress(Resource):
             request["flags"] = IFA_F_NODAD  # probe = false: no duplicate address detection
         return request
 
-    def _add(self, ipr: Any, link: Link) -> None:
+    def _add(self, ipr: Any, link: Interface) -> None:
         try:
             ipr.addr("add", **self._request(link))
         except Exception as err:
@@ -413,7 +415,7 @@ class FloatingAddress(Resource):
             ) from err
         log.info("added %s to %s", self.config.ip, link.name)
 
-    def _delete(self, ipr: Any, link: Link) -> bool:
+    def _delete(self, ipr: Any, link: Interface) -> bool:
         """Remove exactly the configured address; False if it was not there."""
         request = {
             "index": link.index,
@@ -433,7 +435,7 @@ class FloatingAddress(Resource):
             ) from err
         return True
 
-    def _wait_for_dad(self, ipr: Any, link: Link, ctx: Context) -> None:
+    def _wait_for_dad(self, ipr: Any, link: Interface, ctx: Context) -> None:
         config = self.config
         limit = dad_seconds(link.name) + DAD_MARGIN
         deadline = time.monotonic() + limit
@@ -462,7 +464,7 @@ class FloatingAddress(Resource):
                 line.update(f"tentative, {left:.0f}s left")
                 time.sleep(DAD_POLL)
 
-    def _announce(self, link: Link) -> None:
+    def _announce(self, link: Interface) -> None:
         config = self.config
         if config.arp_count == 0 or link.mac is None:
             return
@@ -522,7 +524,7 @@ class FloatingAddress(Resource):
                     f"remove it by hand: ip address del {stray.ip} dev {stray.ifname}",
                 )
 
-    def _guard_secondaries(self, found: Scan, exact: Assigned) -> None:
+    def _guard_secondaries(self, found: AddressScan, exact: Assigned) -> None:
         """Refuse to delete a primary IPv4 address whose secondaries the kernel would drop."""
         if not self._v4 or exact.flags & IFA_F_SECONDARY:
             return

@@ -32,12 +32,12 @@ from hanode.resources import Context, Finding, Level, Resource, State, Status
 from hanode.run import CommandError, Completed, run, stderr_tail
 from hanode.system import drbdstate
 from hanode.system.drbdstate import (
-    Action,
     DumpInfo,
     HostSection,
     MetaFlags,
     ParseError,
     ProcDrbd,
+    Promotion,
     ResourceState,
     Role,
     TimeoutChoice,
@@ -258,10 +258,10 @@ class Drbd(Resource):
             become_primary_on=self.become_primary_on(),
             force=ctx.force,
         )
-        if verdict.action is Action.SKIP:
+        if verdict.promotion is Promotion.SKIP:
             log.info("%s", verdict.reason)
             return
-        if verdict.action is Action.REFUSE:
+        if verdict.promotion is Promotion.REFUSE:
             raise Refused(f"{verdict.reason}; {self.resource} stays up as Secondary", verdict.hint)
         for override in verdict.overrides:
             log.warning("--force overrides: %s", override)

@@ -158,7 +158,7 @@ class Filesystem(Resource):
         # the device node is gone (DRBD down?) but its filesystem may still be mounted
         return os.path.realpath(entry.source) == os.path.realpath(self.config.device)
 
-    def _scan(self) -> _Scan:
+    def _scan(self) -> _MountScan:
         entries = read_mountinfo()
         rdev = self._device_number()
         top = top_mount_at(entries, self.mountpoint)
@@ -167,7 +167,7 @@ class Filesystem(Resource):
         here = next((entry for entry in ours if entry.mountpoint == self.mountpoint), None)
         tree = {entry.mount_id for entry in ([here, *submounts(entries, here)] if here else [])}
         elsewhere = [entry for entry in ours if entry.mount_id not in tree]
-        return _Scan(entries, rdev, top, here, elsewhere)
+        return _MountScan(entries, rdev, top, here, elsewhere)
 
     def probe(self) -> Status:
         """Mounted or not, from which device, and how many processes hold it."""
@@ -540,7 +540,7 @@ def fstab_entries() -> list[dict[str, object]]:
 
 
 @dataclass(frozen=True)
-class _Scan:
+class _MountScan:
     entries: list[MountEntry]
     rdev: int | None  # the device's number; None when the node is missing
     top: MountEntry | None  # what is visible on the mountpoint

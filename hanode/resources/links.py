@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
-from hanode.config import Link, LinksConfig
+from hanode.config import LinksConfig, LinkSpec
 from hanode.errors import StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
 
@@ -39,7 +39,7 @@ class LinkState(StrEnum):
 class LinkStatus:
     """One link's state, with the reason when it is damaged."""
 
-    link: Link
+    link: LinkSpec
     state: LinkState
     why: str = ""
 
@@ -56,17 +56,17 @@ def _same_target(path: str, target: str) -> bool:
         return False  # not a symlink, or gone
 
 
-def is_our_link(link: Link) -> bool:
+def is_our_link(link: LinkSpec) -> bool:
     """Whether PATH is a symlink to TARGET (whether TARGET exists or not)."""
     return os.path.islink(link.path) and _same_target(link.path, link.target)
 
 
-def saved_original(link: Link) -> str:
+def saved_original(link: LinkSpec) -> str:
     """Where the original PATH is kept while linked: PATH.drbdlinks."""
     return link.path + SUFFIX
 
 
-def link_status(link: Link) -> LinkStatus:
+def link_status(link: LinkSpec) -> LinkStatus:
     """Read one link's state from the filesystem; change nothing."""
     saved = os.path.lexists(saved_original(link))
     if is_our_link(link):
@@ -175,12 +175,12 @@ class Links(Resource):
         return lines
 
     def start(self, ctx: Context) -> None:
-        """Link every path, in order; each link done already is skipped."""
+        """LinkSpec every path, in order; each link done already is skipped."""
         self._check_before_start()
         for link in self.config.links:
             self._link(link)
 
-    def _link(self, link: Link) -> None:
+    def _link(self, link: LinkSpec) -> None:
         if is_our_link(link):
             return
         saved = saved_original(link)
@@ -219,7 +219,7 @@ class Links(Resource):
         for link in reversed(self.config.links):
             self._unlink(link)
 
-    def _unlink(self, link: Link) -> None:
+    def _unlink(self, link: LinkSpec) -> None:
         saved = saved_original(link)
         has_saved = os.path.lexists(saved)
         if is_our_link(link):
@@ -233,7 +233,7 @@ class Links(Resource):
             _rename(saved, link.path)
             log.info("renamed %s back to %s", saved, link.path)
 
-    def _move_aside(self, link: Link, why: str) -> None:
+    def _move_aside(self, link: LinkSpec, why: str) -> None:
         aside = aside_name(link.path)
         kind = _kind(link.path)
         _rename(link.path, aside)
@@ -295,7 +295,7 @@ class Links(Resource):
         return findings
 
 
-def _aside_plan(link: Link) -> str:
+def _aside_plan(link: LinkSpec) -> str:
     return f"mv {link.path} {link.path}{ASIDE}<timestamp> (it replaced the link; kept)"
 
 

@@ -665,7 +665,7 @@ def wait_outcome(state: ResourceState) -> WaitOutcome | None:
     return None
 
 
-class Action(StrEnum):
+class Promotion(StrEnum):
     """What start does about the role."""
 
     PROMOTE = "promote"
@@ -677,7 +677,7 @@ class Action(StrEnum):
 class Verdict:
     """The promotion decision, with everything the log must say about it."""
 
-    action: Action
+    promotion: Promotion
     reason: str
     hint: str | None = None
     overrides: tuple[str, ...] = ()  # what --force overrode, each named for the log
@@ -705,10 +705,10 @@ def decide_promotion(
 ) -> Verdict:
     """Whether start may promote this node, from the state after the wait for the peer."""
     if state.role is Role.PRIMARY:
-        return Verdict(Action.SKIP, f"{resource} is already Primary")
+        return Verdict(Promotion.SKIP, f"{resource} is already Primary")
     if outcome is WaitOutcome.STANDALONE or state.cstate is ConnState.STANDALONE:
         return Verdict(
-            Action.REFUSE,
+            Promotion.REFUSE,
             f"{resource} is StandAlone: the peer refused the connection or a split brain "
             "was detected; not promoting (--force does not override this)",
             f"see `drbdadm status {resource}` and the kernel log; resolve the split brain, "
@@ -716,7 +716,7 @@ def decide_promotion(
         )
     if state.peer_role is Role.PRIMARY:
         return Verdict(
-            Action.REFUSE,
+            Promotion.REFUSE,
             f"the peer is Primary for {resource}; two Primaries would split the data",
             "run `hanode stop` on the peer first; --force does not override this",
         )
@@ -726,7 +726,7 @@ def decide_promotion(
     if state.disk is not DiskState.UP_TO_DATE:
         if state.disk is DiskState.DISKLESS and not data_via_peer:
             return Verdict(
-                Action.REFUSE,
+                Promotion.REFUSE,
                 f"{resource} has no local disk (Diskless) and no UpToDate peer to read from",
                 f"attach the disk (`drbdadm attach {resource}`) and `hanode start` again",
             )
@@ -734,7 +734,7 @@ def decide_promotion(
         problem = f"the local disk is {state.disk}, not UpToDate ({where})"
         if not force:
             return Verdict(
-                Action.REFUSE,
+                Promotion.REFUSE,
                 f"{resource}: {problem}",
                 "wait for the resync or the peer; if this node's data is the one to keep, "
                 "`hanode start --force`",
@@ -747,7 +747,7 @@ def decide_promotion(
             named = become_primary_on or "unset"
             if not force:
                 return Verdict(
-                    Action.REFUSE,
+                    Promotion.REFUSE,
                     "peer unreachable: make sure it is down, then `hanode start --force`",
                     f"this node ({nodename}) is not become-primary-on ({named}); a cut link "
                     "must not become a split brain",
@@ -759,7 +759,7 @@ def decide_promotion(
     force_flag = state.disk is not DiskState.UP_TO_DATE and not data_via_peer
     how = "degraded (peer absent)" if degraded else "peer connected"
     return Verdict(
-        Action.PROMOTE,
+        Promotion.PROMOTE,
         f"promote {resource}: {how}, local disk {state.disk}",
         overrides=tuple(overrides),
         degraded=degraded,

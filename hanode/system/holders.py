@@ -63,7 +63,7 @@ def find_holders(
     if not devices:
         return []
     excluded = protected_pids() if exclude_pids is None else exclude_pids
-    scan = _Scan(devices, include_device_nodes)
+    scan = _ProcessScanner(devices, include_device_nodes)
     holders: list[Holder] = []
     for pid in _pids():
         if pid in excluded:
@@ -78,7 +78,7 @@ def _pids() -> list[int]:
     return sorted(int(entry) for entry in os.listdir(_PROC) if entry.isdigit())
 
 
-class _Scan:
+class _ProcessScanner:
     """One walk's matching rules; each process is read through a /proc/PID directory fd.
 
     The directory fd pins the process: if it exits and its pid is reused mid-walk, reads
