@@ -31,19 +31,25 @@ class Summary:
     def scenario(self, name: str) -> dict[str, Any]:
         """The record of a scenario, created on first use."""
         return self.scenarios.setdefault(
-            name, {"result": "not run", "seconds": 0.0, "steps": {}, "hanode": {}})
+            name, {"result": "not run", "seconds": 0.0, "steps": {}, "hanode": {}}
+        )
 
     def write(self) -> None:
         """Write summary.json and a table for people in summary.txt."""
         BUILD.mkdir(parents=True, exist_ok=True)
-        document = {"lab": self.lab, "scenarios": self.scenarios,
-                    "suite_seconds": round(time.monotonic() - self.started, 1)}
+        document = {
+            "lab": self.lab,
+            "scenarios": self.scenarios,
+            "suite_seconds": round(time.monotonic() - self.started, 1),
+        }
         SUMMARY_JSON.write_text(json.dumps(document, indent=2) + "\n")
         lines = [f"{'scenario':<28} {'result':<8} {'seconds':>8} {'switchover s':>13}"]
         for name, record in self.scenarios.items():
             switchover = record["steps"].get("switchover")
-            lines.append(f"{name:<28} {record['result']:<8} {record['seconds']:>8.1f} "
-                         f"{'' if switchover is None else f'{switchover:.1f}':>13}")
+            lines.append(
+                f"{name:<28} {record['result']:<8} {record['seconds']:>8.1f} "
+                f"{'' if switchover is None else f'{switchover:.1f}':>13}"
+            )
         lines.append(f"lab: {json.dumps(self.lab.get('timings', {}))}")
         lines.append(f"suite: {document['suite_seconds']} s")
         SUMMARY_TXT.write_text("\n".join(lines) + "\n")
@@ -53,8 +59,9 @@ _SUMMARY = Summary()
 
 
 @pytest.hookimpl(hookwrapper=True)  # type: ignore[misc]  # pytest's decorator is untyped
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[
-        None, Any, None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
     """Record each lab scenario's outcome in the summary."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
@@ -77,8 +84,11 @@ def the_lab() -> Iterator[dict[str, Any]]:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         state = lab.up()
-        _SUMMARY.lab = {"timings": state.get("timings", {}), "deb": state.get("deb"),
-                        "already up": was_up}
+        _SUMMARY.lab = {
+            "timings": state.get("timings", {}),
+            "deb": state.get("deb"),
+            "already up": was_up,
+        }
         yield state
     finally:
         _SUMMARY.write()
@@ -92,8 +102,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @pytest.fixture
-def scenario(the_lab: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[
-        dict[str, Any]]:
+def scenario(the_lab: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """Both nodes back at the state after up (node1 active), and this scenario's record."""
     record = _SUMMARY.scenario(request.node.name)
     record["steps"]["reset"] = round(lab.reset(), 1)

@@ -23,9 +23,11 @@ pytestmark = pytest.mark.lab
 
 NODE1, NODE2 = lab.NODES["node1"], lab.NODES["node2"]
 ARP_COUNT = 5  # arp-count in tests/lab/provision/hanode.toml
-MANAGED = "drbdadm role srv; findmnt -n -o SOURCE /srv; ip -4 -br addr show dev eth0; " \
-    "ls -ld /etc/apache2 /var/www /var/lib/postgresql; " \
+MANAGED = (
+    "drbdadm role srv; findmnt -n -o SOURCE /srv; ip -4 -br addr show dev eth0; "
+    "ls -ld /etc/apache2 /var/www /var/lib/postgresql; "
     "systemctl is-active postgresql@15-main.service apache2.service; true"
+)
 
 
 def hanode(target: Node, arguments: str, timeout: float = 600) -> ExecResult:
@@ -37,7 +39,8 @@ def expect(result: ExecResult, code: int, what: str) -> ExecResult:
     """Assert an exit code, showing the command's output when it is another."""
     assert result.exitcode == code, (
         f"{what}: exit {result.exitcode}, expected {code}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
     return result
 
 
@@ -56,8 +59,10 @@ def hanode_timings(document: dict[str, Any], verb: str) -> dict[str, Any]:
     return {
         "ok": report.get("ok"),
         "seconds": report.get("seconds"),
-        "steps": {f"{step['step']} ({step['action']})": [step["result"], step["seconds"]]
-                  for step in report.get("steps", [])},
+        "steps": {
+            f"{step['step']} ({step['action']})": [step["result"], step["seconds"]]
+            for step in report.get("steps", [])
+        },
     }
 
 
@@ -68,20 +73,45 @@ def states(document: dict[str, Any]) -> dict[str, str]:
 
 def fetch(path: str) -> str:
     """An HTTP GET through the floating IP, as the client."""
-    done = lab.client(["/usr/bin/python3", "-c",
-                       "import sys, urllib.request; "
-                       "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10)"
-                       ".read().decode())",
-                       f"http://{lab.VIP}{path}"], timeout=60)
+    done = lab.client(
+        [
+            "/usr/bin/python3",
+            "-c",
+            "import sys, urllib.request; "
+            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10)"
+            ".read().decode())",
+            f"http://{lab.VIP}{path}",
+        ],
+        timeout=60,
+    )
     assert done.returncode == 0, f"GET {path} through {lab.VIP} failed: {done.stderr}"
     return done.stdout
 
 
 def psql(sql: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """SQL through the floating IP, as the client (psql, one connection per call)."""
-    return lab.client(["env", "PGCONNECT_TIMEOUT=5", "psql", "-X", "-q", "-A", "-t",
-                       "-v", "ON_ERROR_STOP=1", "-h", lab.VIP, "-U", "postgres",
-                       "-d", "postgres", "-c", sql], timeout=timeout)
+    return lab.client(
+        [
+            "env",
+            "PGCONNECT_TIMEOUT=5",
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            lab.VIP,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ],
+        timeout=timeout,
+    )
 
 
 def sql_ok(sql: str) -> str:
@@ -108,8 +138,9 @@ def timed(record: dict[str, Any], step: str, function: Any, *args: Any) -> Any:
 
 def test_1_boot(scenario: dict[str, Any]) -> None:
     """node1 was brought up by hanode-primary.service at boot; the client sees node1."""
-    unit = NODE1.agent.sh("systemctl is-active hanode-primary.service; "
-                          "systemctl is-enabled hanode-primary.service")
+    unit = NODE1.agent.sh(
+        "systemctl is-active hanode-primary.service; " "systemctl is-enabled hanode-primary.service"
+    )
     assert unit.stdout.split() == ["active", "enabled"]
     document = status(NODE1)
     scenario["hanode"]["node1 boot start"] = hanode_timings(document, "start")
@@ -125,8 +156,9 @@ def test_1_boot(scenario: dict[str, Any]) -> None:
     assert len(fields.splitlines()) == 1, fields
     peer = status(NODE2)
     assert peer["exit"] == 3, peer
-    assert NODE2.agent.sh("systemctl is-enabled hanode-primary.service").stdout.strip() \
-        == "disabled"
+    assert (
+        NODE2.agent.sh("systemctl is-enabled hanode-primary.service").stdout.strip() == "disabled"
+    )
     assert "hanode lab" in timed(scenario, "GET / via VIP", fetch, "/")
     assert fetch("/cgi-bin/node").strip() == "served by node1"
     assert net.neighbour_mac(lab.VIP) == NODE1.mac()
@@ -155,16 +187,17 @@ def test_3_switchover(scenario: dict[str, Any]) -> None:
     for single in range(501, 511):  # and some single-row transactions
         sql_ok(f"insert into rows (id) values ({single})")  # noqa: S608 (an int)
     assert net.neighbour_mac(lab.VIP) == NODE1.mac()
-    holder = NODE1.agent.sh("cd /srv && (setsid sleep 3600 </dev/null >/dev/null 2>&1 &"
-                            " echo $!)")
+    holder = NODE1.agent.sh(
+        "cd /srv && (setsid sleep 3600 </dev/null >/dev/null 2>&1 &" " echo $!)"
+    )
     pid = holder.stdout.strip()
-    assert pid.isdigit() and NODE1.agent.sh(f"readlink /proc/{pid}/cwd").stdout.strip() \
-        == "/srv"
+    assert pid.isdigit() and NODE1.agent.sh(f"readlink /proc/{pid}/cwd").stdout.strip() == "/srv"
     started = time.monotonic()
     expect(timed(scenario, "stop on node1", hanode, NODE1, "stop"), 0, "hanode stop on node1")
     with net.ArpWatch(lab.VIP) as arp:
-        expect(timed(scenario, "start on node2", hanode, NODE2, "start"), 0,
-               "hanode start on node2")
+        expect(
+            timed(scenario, "start on node2", hanode, NODE2, "start"), 0, "hanode start on node2"
+        )
         scenario["steps"]["switchover"] = round(time.monotonic() - started, 2)
         # Right away, before any traffic: the gratuitous ARPs updated the client's entry.
         assert net.neighbour_mac(lab.VIP) == NODE2.mac()
@@ -176,7 +209,8 @@ def test_3_switchover(scenario: dict[str, Any]) -> None:
     times = [float(str(f["t"])) for f in announced]
     gap = times[ARP_COUNT] - times[ARP_COUNT - 1]
     scenario["steps"]["ARP bursts (s after the first frame)"] = [
-        round(t - times[0], 2) for t in times]
+        round(t - times[0], 2) for t in times
+    ]
     assert gap >= 1.5, times
     assert NODE1.agent.sh(f"test -e /proc/{pid}").exitcode != 0, "the holder still runs"
     assert sql_ok("select count(*), min(id), max(id) from rows").strip() == "510|1|510"
@@ -187,8 +221,9 @@ def test_3_switchover(scenario: dict[str, Any]) -> None:
     scenario["hanode"]["node2 start"] = hanode_timings(second, "start")
     # The address step did not wait for its announcements: had it sent them all, it
     # would have lasted the ARP probe (1 s) plus first-to-last frame, and more.
-    (address,) = [step["seconds"] for step in second["last_start"]["steps"]
-                  if step["step"] == "address"]
+    (address,) = [
+        step["seconds"] for step in second["last_start"]["steps"] if step["step"] == "address"
+    ]
     assert address < 1.0 + times[-1] - times[0], (address, times)
 
 
@@ -232,8 +267,12 @@ def test_4_crash(scenario: dict[str, Any]) -> None:
     lab.wait_for(lambda: len(load.committed) >= 30, 120, "30 committed rows")
     killed = time.monotonic()
     NODE1.kill()
-    lab.wait_for(lambda: NODE2.agent.sh("drbdadm cstate srv").stdout.strip() != "Connected",
-                 60, "node2 to notice the dead peer", interval=0.2)
+    lab.wait_for(
+        lambda: NODE2.agent.sh("drbdadm cstate srv").stdout.strip() != "Connected",
+        60,
+        "node2 to notice the dead peer",
+        interval=0.2,
+    )
     scenario["steps"]["peer loss noticed by DRBD"] = round(time.monotonic() - killed, 2)
     load.stop()
     assert load.failures > 0, "the load did not notice the crash"
@@ -256,10 +295,15 @@ def test_4_crash(scenario: dict[str, Any]) -> None:
 def test_5_shutdown(scenario: dict[str, Any]) -> None:
     """`systemctl poweroff` on the active node runs hanode stop: node2 sees node1 become
     Secondary before the link drops."""
-    NODE2.agent.sh("setsid sh -c 'exec drbdsetup events2 --timestamps srv'"
-                   " </dev/null >/root/events2.log 2>&1 &")
-    lab.wait_for(lambda: "exists -" in NODE2.agent.sh("cat /root/events2.log").stdout, 30,
-                 "drbdsetup events2 on node2")
+    NODE2.agent.sh(
+        "setsid sh -c 'exec drbdsetup events2 --timestamps srv'"
+        " </dev/null >/root/events2.log 2>&1 &"
+    )
+    lab.wait_for(
+        lambda: "exists -" in NODE2.agent.sh("cat /root/events2.log").stdout,
+        30,
+        "drbdsetup events2 on node2",
+    )
     started = time.monotonic()
     NODE1.agent.exec(["/bin/systemctl", "poweroff"], wait=False)
     assert NODE1.wait_exit(300), "node1 did not power off within 300 s"
@@ -270,15 +314,18 @@ def test_5_shutdown(scenario: dict[str, Any]) -> None:
         return [line for line in events if " change connection " in line]
 
     def dropped_in(lines: list[str]) -> list[int]:
-        return [i for i, line in enumerate(lines)
-                if "connection:" in line and "connection:Connected" not in line]
+        return [
+            i
+            for i, line in enumerate(lines)
+            if "connection:" in line and "connection:Connected" not in line
+        ]
 
     # A clean `drbdadm down` on node1 drops the link at once; a node1 that went without
     # it is seen gone by node2's keep-alive (ping-int 3 s + ping-timeout 1 s in srv.res).
     with contextlib.suppress(lab.LabError):  # the assertions below say what is missing
         scenario["steps"]["link drop seen"] = round(
-            lab.wait_for(lambda: bool(dropped_in(changes())), 15, "node2 to see the link drop"),
-            2)
+            lab.wait_for(lambda: bool(dropped_in(changes())), 15, "node2 to see the link drop"), 2
+        )
     lines = changes()
     demoted = [i for i, line in enumerate(lines) if "role:Secondary" in line]
     dropped = dropped_in(lines)

@@ -40,12 +40,17 @@ def watch(interface: str, ip: str, seconds: float) -> None:
             sender_mac, sender_ip, target_ip = arp[8:14], arp[14:18], arp[24:28]
             if sender_ip != wanted:
                 continue
-            print(json.dumps({
-                "t": round(time.monotonic() - began, 3),
-                "mac": sender_mac.hex(":"),
-                "target": str(ipaddress.IPv4Address(target_ip)),
-                "op": op,
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "t": round(time.monotonic() - began, 3),
+                        "mac": sender_mac.hex(":"),
+                        "target": str(ipaddress.IPv4Address(target_ip)),
+                        "op": op,
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

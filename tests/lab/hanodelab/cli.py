@@ -11,10 +11,21 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from hanodelab import lab, net
+from hanodelab import lab, net, tools
 from hanodelab.image import Image
 from hanodelab.progress import say
 from hanodelab.qga import AgentError
+
+# The host commands each verb runs: checked (and installed) before it starts. exec, kill
+# and status talk to the guests' sockets and read /proc only.
+NEEDS = {
+    "up": tools.LAB,
+    "demo": tools.LAB,
+    "boot": tools.VMS,
+    "reset": tools.VMS,
+    "client": tools.NET,
+    "down": tools.NET,
+}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -28,17 +39,24 @@ def _up() -> int:
         if os.environ.get("HANODE_LAB_KEEP"):
             say("HANODE_LAB_KEEP is set: the lab is left as it is; `labctl down` removes it")
         else:
-            say("up failed: cleaning up (serial logs are kept in build/lab/logs; set "
-                "HANODE_LAB_KEEP=1 to leave the VMs running for a look)")
+            say(
+                "up failed: cleaning up (serial logs are kept in build/lab/logs; set "
+                "HANODE_LAB_KEEP=1 to leave the VMs running for a look)"
+            )
             lab.down(quiet=True)
         raise
-    say("lab up: " + ", ".join(f"{k} {v}s" for k, v in state.get("timings", {}).items()
-                              if k != "image cached"))
+    say(
+        "lab up: "
+        + ", ".join(f"{k} {v}s" for k, v in state.get("timings", {}).items() if k != "image cached")
+    )
     return 0
 
 
 def _exec(name: str, command: list[str]) -> int:
-    result = lab.node(name).agent.sh(" ".join(command), timeout=3600)
+    target = lab.node(name)
+    if not target.running():  # its agent's socket is gone too: say so, not a traceback
+        raise lab.LabError(f"{name} is not running: `tests/lab/labctl up` or `boot {name}`")
+    result = target.agent.sh(" ".join(command), timeout=3600)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     return result.exitcode
@@ -81,10 +99,12 @@ def main(argv: list[str]) -> int:
     verbs.add_parser("demo", help="up, status, a switchover, status, down")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
-        say("labctl: needs root (qemu taps in a network namespace); run it with sudo")
+        say("labctl: error: needs root (qemu taps in a network namespace): run it with sudo")
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        # Before anything is touched: up and demo clean up after a failure with down.
+        tools.require(NEEDS.get(args.verb, ()))
         if args.verb == "up":
             return _up()
         if args.verb == "exec":
@@ -113,6 +133,14 @@ def main(argv: list[str]) -> int:
             from hanodelab.demo import demo
 
             return demo()
+    except tools.ToolError as exc:
+        say(f"labctl: error: {exc}")
+        return 2
+    except FileNotFoundError as exc:
+        if not tools.could_not_run(exc):
+            raise
+        say(f"labctl: error: {tools.explain(exc)}")
+        return 2
     except (lab.LabError, AgentError) as exc:
         say(f"labctl {args.verb}: {exc}")
         return 1
@@ -120,5 +148,3 @@ def main(argv: list[str]) -> int:
         say("interrupted")
         return 130
     raise AssertionError(args.verb)
-
-

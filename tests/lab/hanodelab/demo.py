@@ -20,9 +20,14 @@ def _hanode(name: str, arguments: str) -> tuple[int, str, float]:
 
 
 def _who_answers() -> str:
-    done = lab.client(["/usr/bin/python3", "-c",
-                       "import urllib.request; print(urllib.request.urlopen("
-                       f"'http://{lab.VIP}/cgi-bin/node', timeout=10).read().decode().strip())"])
+    done = lab.client(
+        [
+            "/usr/bin/python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen("
+            f"'http://{lab.VIP}/cgi-bin/node', timeout=10).read().decode().strip())",
+        ]
+    )
     answer = done.stdout.strip() if done.returncode == 0 else "no answer"
     return f"{answer}; client's ARP entry for {lab.VIP}: {net.neighbour_mac(lab.VIP)}"
 
@@ -43,12 +48,14 @@ def demo() -> int:
         else:
             built = timings.get("image build", 0)
             image = "cached" if timings.get("image cached") else f"built in {built:.0f}s"
-            say(f"Lab up in {timings.get('total', 0):.0f}s: image {image}, "
+            say(
+                f"Lab up in {timings.get('total', 0):.0f}s: image {image}, "
                 f"hanode .deb built in {timings.get('deb build', 0):.0f}s, "
                 f"boot {timings.get('boot', 0):.0f}s, "
                 f"provisioning {timings.get('provision', 0):.0f}s (dpkg -i hanode, DRBD, /srv), "
                 f"node1 reboot + hanode-primary "
-                f"{timings.get('reboot node1 + hanode-primary', 0):.0f}s.")
+                f"{timings.get('reboot node1 + hanode-primary', 0):.0f}s."
+            )
         say("")
         for name in lab.NODES:
             _show(f"$ labctl exec {name} hanode status", _hanode(name, "status")[1])

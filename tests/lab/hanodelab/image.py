@@ -139,12 +139,27 @@ def ensure() -> tuple[Image, float | None]:
         raw = work / "root.raw"
         progress.update("making the ext4 root filesystem")
         _run_logged(
-            ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "root", "-d", str(rootfs), str(raw),
-             IMAGE_SIZE],
-            log, progress,
+            [
+                "mke2fs",
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-L",
+                "root",
+                "-d",
+                str(rootfs),
+                str(raw),
+                IMAGE_SIZE,
+            ],
+            log,
+            progress,
         )
-        _run_logged(["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "root.qcow2")],
-                    log, progress)
+        _run_logged(
+            ["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "root.qcow2")],
+            log,
+            progress,
+        )
         raw.unlink()
         shutil.rmtree(rootfs)
         (work / "complete").write_text(" ".join(packages()) + "\n")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hanodelab import image, net
+from hanodelab import image, net, tools
 from hanodelab.paths import DISKS, LAB, LOGS, RUN, TOP
 from hanodelab.progress import Progress, say
 from hanodelab.qga import ExecResult
@@ -57,8 +57,13 @@ def _save_state(state: dict[str, Any]) -> None:
     STATE.write_text(json.dumps(state, indent=2) + "\n")
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str,
-             progress: Progress | None = None, interval: float = 0.5) -> float:
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    progress: Progress | None = None,
+    interval: float = 0.5,
+) -> float:
     """Poll check until it is true; the seconds it took. LabError after timeout."""
     started = time.monotonic()
     while True:
@@ -119,11 +124,15 @@ def must(target: Node, script: str, timeout: float = 300) -> ExecResult:
     result = target.agent.sh(script, timeout=timeout)
     LOGS.mkdir(parents=True, exist_ok=True)
     with (LOGS / "lab-commands.log").open("a") as log:  # what the lab ran, for a post-mortem
-        log.write(f"{target.name} [{result.exitcode}] {result.seconds:6.1f}s  {script}\n"
-                  f"{result.stdout}{result.stderr}")
+        log.write(
+            f"{target.name} [{result.exitcode}] {result.seconds:6.1f}s  {script}\n"
+            f"{result.stdout}{result.stderr}"
+        )
     if result.exitcode != 0:
-        raise LabError(f"{target.name}: `{script}` exited {result.exitcode}:\n"
-                       f"{result.stdout}{result.stderr}")
+        raise LabError(
+            f"{target.name}: `{script}` exited {result.exitcode}:\n"
+            f"{result.stdout}{result.stderr}"
+        )
     return result
 
 
@@ -135,8 +144,14 @@ def build_deb() -> Path:
     progress = Progress("building the hanode .deb")
     # The package's own tests run in the suite's other tiers: not again inside the build.
     env = {**os.environ, "DEB_BUILD_OPTIONS": os.environ.get("DEB_BUILD_OPTIONS", "nocheck")}
-    done = subprocess.run([str(TOP / "scripts" / "build-deb")], capture_output=True, text=True,
-                          timeout=900, check=False, env=env)
+    done = subprocess.run(
+        [str(TOP / "scripts" / "build-deb")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env=env,
+    )
     if done.returncode != 0:
         raise LabError(f"scripts/build-deb failed ({done.returncode}):\n{done.stderr[-3000:]}")
     lines = done.stdout.strip().splitlines()
@@ -177,29 +192,43 @@ def provision(deb: Path) -> float:
         target.agent.write_file("/etc/hanode/hanode.toml", toml, mode=0o644)
         must(target, "drbdadm create-md --force srv && drbdadm up srv")
         # hanode starts the cluster: PostgreSQL's generator must not pull it in at boot.
-        must(target, "echo manual >/etc/postgresql/15/main/start.conf"
-                     " && systemctl daemon-reload")
+        must(
+            target, "echo manual >/etc/postgresql/15/main/start.conf" " && systemctl daemon-reload"
+        )
 
     in_parallel(per_node)
     node1, node2 = NODES["node1"], NODES["node2"]
-    wait_for(lambda: must(node1, "drbdadm cstate srv").stdout.strip() == "Connected", 60,
-             "the DRBD connection of the new pair", progress)
+    wait_for(
+        lambda: must(node1, "drbdadm cstate srv").stdout.strip() == "Connected",
+        60,
+        "the DRBD connection of the new pair",
+        progress,
+    )
     progress.update("skipping the initial sync, making the filesystem, seeding /srv")
     must(node1, "drbdadm -- --clear-bitmap new-current-uuid srv")
-    wait_for(lambda: must(node2, "drbdadm dstate srv").stdout.strip() == "UpToDate/UpToDate",
-             30, "both disks UpToDate", progress)
+    wait_for(
+        lambda: must(node2, "drbdadm dstate srv").stdout.strip() == "UpToDate/UpToDate",
+        30,
+        "both disks UpToDate",
+        progress,
+    )
     node1.agent.write_file("/root/index.html", (PROVISION / "index.html").read_bytes())
-    must(node1, " && ".join([
-        "drbdadm primary srv",
-        "mkfs.ext4 -q -L srv /dev/drbd1",
-        "mount /dev/drbd1 /srv",
-        "cp -a /etc/apache2 /srv/etc-apache2",
-        "cp -a /var/www /srv/var-www",
-        "cp /root/index.html /srv/var-www/html/index.html",
-        "cp -a /var/lib/postgresql /srv/postgresql",
-        "umount /srv",
-        "drbdadm secondary srv",
-    ]))
+    must(
+        node1,
+        " && ".join(
+            [
+                "drbdadm primary srv",
+                "mkfs.ext4 -q -L srv /dev/drbd1",
+                "mount /dev/drbd1 /srv",
+                "cp -a /etc/apache2 /srv/etc-apache2",
+                "cp -a /var/www /srv/var-www",
+                "cp /root/index.html /srv/var-www/html/index.html",
+                "cp -a /var/lib/postgresql /srv/postgresql",
+                "umount /srv",
+                "drbdadm secondary srv",
+            ]
+        ),
+    )
     in_parallel(lambda target: must(target, "hanode check"))
     must(node1, "systemctl enable hanode-primary.service")
     return progress.done("provisioned")
@@ -232,8 +261,9 @@ def reset() -> float:
     state = load_state()
     if not state.get("ready"):
         raise LabError("the lab is not up: run `tests/lab/labctl up` first")
-    img = image.Image(Path(state["image"]["root"]), Path(state["image"]["kernel"]),
-                      Path(state["image"]["initrd"]))
+    img = image.Image(
+        Path(state["image"]["root"]), Path(state["image"]["kernel"]), Path(state["image"]["initrd"])
+    )
 
     def restore(target: Node) -> None:
         if target.running():
@@ -253,6 +283,7 @@ def reset() -> float:
 
 def up() -> dict[str, Any]:
     """Build what is missing, boot, provision, and return once node1 is up by its unit."""
+    tools.require(tools.LAB)  # first: a missing command stops up before anything is touched
     state = load_state()
     if state.get("ready"):
         if all(target.running() for target in NODES.values()):
@@ -281,18 +312,24 @@ def up() -> dict[str, Any]:
         node1.agent.exec(["/bin/systemctl", "reboot"], wait=False)
         wait_for(lambda: not node1.agent.ping(timeout=2), 120, "node1 going down", progress)
         node1.wait_agent(progress=progress)
-        background(lambda: node1.agent.sh("systemctl is-system-running --wait", timeout=600),
-                   progress, "node1 is booting; hanode-primary.service runs hanode start")
+        background(
+            lambda: node1.agent.sh("systemctl is-system-running --wait", timeout=600),
+            progress,
+            "node1 is booting; hanode-primary.service runs hanode start",
+        )
         unit = node1.agent.sh("systemctl is-active hanode-primary.service")
         if unit.stdout.strip() != "active":
             log = node1.agent.sh("journalctl -b -u hanode-primary.service --no-pager")
-            raise LabError(f"hanode-primary.service on node1 is {unit.stdout.strip()!r}:\n"
-                           f"{log.stdout}")
+            raise LabError(
+                f"hanode-primary.service on node1 is {unit.stdout.strip()!r}:\n" f"{log.stdout}"
+            )
         timings["reboot node1 + hanode-primary"] = progress.done("node1 is active")
         timings["savevm"] = save_snapshot()
     except BaseException:
-        say("up failed: the lab is left running for a look (labctl status, labctl exec);"
-            " labctl down cleans it up")
+        say(
+            "up failed: the lab is left running for a look (labctl status, labctl exec);"
+            " labctl down cleans it up"
+        )
         raise
     timings["total"] = time.monotonic() - started
     state = {
@@ -326,8 +363,11 @@ def status() -> dict[str, Any]:
     report: dict[str, Any] = {"namespace": net.exists(), "ready": bool(load_state().get("ready"))}
     for name, target in NODES.items():
         running = target.running()
-        report[name] = {"running": running, "pid": target.pid(),
-                        "agent": running and target.agent.ping(timeout=3)}
+        report[name] = {
+            "running": running,
+            "pid": target.pid(),
+            "agent": running and target.agent.ping(timeout=3),
+        }
     report["timings"] = load_state().get("timings", {})
     return report
 
@@ -336,6 +376,6 @@ def client(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess
     """Run argv as the client (in the lab's namespace), capturing its output."""
     if not net.exists():
         raise LabError("the lab's namespace does not exist: run `tests/lab/labctl up` first")
-    return subprocess.run(net.client_argv(argv), capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
+    return subprocess.run(
+        net.client_argv(argv), capture_output=True, text=True, timeout=timeout, check=False
+    )

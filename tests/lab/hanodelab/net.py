@@ -49,9 +49,20 @@ def up() -> None:
     try:
         # Quiet bridges: no IPv6 autoconfiguration chatter on the lab links.
         subprocess.run(
-            ["ip", "netns", "exec", NETNS, "sysctl", "-q", "-w",
-             "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
-            check=True, capture_output=True, timeout=30,
+            [
+                "ip",
+                "netns",
+                "exec",
+                NETNS,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         _ip("link", "set", "lo", "up")
         for network, bridge in BRIDGES.items():
@@ -70,8 +81,9 @@ def up() -> None:
 def down() -> None:
     """Delete the namespace (its bridges and taps go with it)."""
     if exists():
-        subprocess.run(["ip", "netns", "delete", NETNS], check=True, capture_output=True,
-                       timeout=30)
+        subprocess.run(
+            ["ip", "netns", "delete", NETNS], check=True, capture_output=True, timeout=30
+        )
 
 
 def client_argv(argv: list[str]) -> list[str]:
@@ -81,8 +93,13 @@ def client_argv(argv: list[str]) -> list[str]:
 
 def neighbour_mac(ip: str) -> str | None:
     """The MAC the client's ARP table holds for ip (None: no entry)."""
-    out = subprocess.run(["ip", "-n", NETNS, "-j", "neigh", "show", ip], check=True,
-                         capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["ip", "-n", NETNS, "-j", "neigh", "show", ip],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     entries = json.loads(out or "[]")
     for entry in entries:
         if "lladdr" in entry:
@@ -103,16 +120,17 @@ class ArpWatch:
     """
 
     def __init__(self, ip: str, seconds: float = 120) -> None:
-        self.argv = client_argv(["/usr/bin/python3", "-m", "hanodelab.arpwatch",
-                                 BRIDGES["public"], ip, str(seconds)])
+        self.argv = client_argv(
+            ["/usr/bin/python3", "-m", "hanodelab.arpwatch", BRIDGES["public"], ip, str(seconds)]
+        )
         self.lines: list[dict[str, object]] = []
         self.process: subprocess.Popen[str] | None = None
         self.reader: threading.Thread | None = None
 
     def __enter__(self) -> ArpWatch:
         self.process = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(LAB)})
+            self.argv, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(LAB)}
+        )
         assert self.process.stdout is not None
         ready = self.process.stdout.readline()
         if json.loads(ready or "{}") != {"ready": True}:

@@ -135,15 +135,17 @@ class Agent:
         except (OSError, AgentError):
             return False
 
-    def call(self, command: str, arguments: dict[str, Any] | None = None,
-             timeout: float = 30) -> Any:
+    def call(
+        self, command: str, arguments: dict[str, Any] | None = None, timeout: float = 30
+    ) -> Any:
         """One agent command and its return value."""
         with self._session(timeout) as conn:
             return self._call(conn, command, arguments, timeout)
 
     @staticmethod
-    def _call(conn: _JsonSocket, command: str, arguments: dict[str, Any] | None,
-              timeout: float) -> Any:
+    def _call(
+        conn: _JsonSocket, command: str, arguments: dict[str, Any] | None, timeout: float
+    ) -> Any:
         message: dict[str, Any] = {"execute": command}
         if arguments is not None:
             message["arguments"] = arguments
@@ -154,8 +156,9 @@ class Agent:
         """Run argv in the guest; with wait=False start it and return at once (exit -1)."""
         started = time.monotonic()
         # A session per call, not per command: other clients get their turn meanwhile.
-        pid = self.call("guest-exec",
-                        {"path": argv[0], "arg": argv[1:], "capture-output": wait})["pid"]
+        pid = self.call("guest-exec", {"path": argv[0], "arg": argv[1:], "capture-output": wait})[
+            "pid"
+        ]
         if not wait:
             return ExecResult(-1, "", "", 0.0)
         deadline = started + timeout
@@ -183,7 +186,7 @@ class Agent:
             handle = self._call(conn, "guest-file-open", {"path": path, "mode": "w"}, 30)
             try:
                 for offset in range(0, max(len(data), 1), 48 * 1024):
-                    chunk = base64.b64encode(data[offset:offset + 48 * 1024]).decode()
+                    chunk = base64.b64encode(data[offset : offset + 48 * 1024]).decode()
                     self._call(conn, "guest-file-write", {"handle": handle, "buf-b64": chunk}, 30)
             finally:
                 self._call(conn, "guest-file-close", {"handle": handle}, 30)
@@ -198,8 +201,9 @@ class Agent:
             handle = self._call(conn, "guest-file-open", {"path": path, "mode": "r"}, 30)
             try:
                 while True:
-                    chunk = self._call(conn, "guest-file-read",
-                                       {"handle": handle, "count": 48 * 1024}, 30)
+                    chunk = self._call(
+                        conn, "guest-file-read", {"handle": handle, "count": 48 * 1024}, 30
+                    )
                     data += base64.b64decode(chunk.get("buf-b64", ""))
                     if chunk.get("eof") or not chunk.get("count"):
                         break
@@ -223,8 +227,9 @@ class Monitor:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def call(self, command: str, arguments: dict[str, Any] | None = None,
-             timeout: float = 60) -> Any:
+    def call(
+        self, command: str, arguments: dict[str, Any] | None = None, timeout: float = 60
+    ) -> Any:
         """One QMP command and its return value."""
         with _locked(self.path):
             conn = _JsonSocket(self.path, timeout)

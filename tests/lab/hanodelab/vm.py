@@ -41,10 +41,27 @@ class Node:
         DISKS.mkdir(parents=True, exist_ok=True)
         for disk in (self.root_disk, self.data_disk):
             disk.unlink(missing_ok=True)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-                        str(image.root), str(self.root_disk)], check=True, timeout=60)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(self.data_disk),
-                        DATA_DISK_SIZE], check=True, timeout=60)
+        subprocess.run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                str(image.root),
+                str(self.root_disk),
+            ],
+            check=True,
+            timeout=60,
+        )
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(self.data_disk), DATA_DISK_SIZE],
+            check=True,
+            timeout=60,
+        )
 
     @property
     def _name_argument(self) -> bytes:
@@ -83,35 +100,71 @@ class Node:
         LOGS.mkdir(parents=True, exist_ok=True)
         for path in (self.agent.path, self.monitor.path, self.pidfile):
             path.unlink(missing_ok=True)
-        append = (f"root=/dev/vda rw console=ttyS0 systemd.hostname={self.name} "
-                  "systemd.show_status=true loglevel=4")
+        append = (
+            f"root=/dev/vda rw console=ttyS0 systemd.hostname={self.name} "
+            "systemd.show_status=true loglevel=4"
+        )
         argv = [
-            "qemu-system-x86_64", "-name", f"{self.name},process={MARKER}-{self.name}",
-            "-nodefaults", "-no-user-config", "-display", "none",
-            "-accel", "tcg,tb-size=128", "-cpu", "max", "-m", MEMORY, "-smp", "1",
-            "-rtc", "base=utc,clock=host",
-            "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", append,
-            "-drive", f"file={self.root_disk},if=virtio,format=qcow2,discard=unmap",
-            "-drive", f"file={self.data_disk},if=virtio,format=qcow2",
-            "-device", "virtio-rng-pci",
-            "-chardev", f"socket,id=qga,path={self.agent.path},server=on,wait=off",
-            "-device", "virtio-serial-pci",
-            "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
-            "-qmp", f"unix:{self.monitor.path},server=on,wait=off",
-            "-chardev", f"file,id=serial,path={self.serial_log},append=on",
-            "-serial", "chardev:serial",
-            "-pidfile", str(self.pidfile), "-daemonize",
+            "qemu-system-x86_64",
+            "-name",
+            f"{self.name},process={MARKER}-{self.name}",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-accel",
+            "tcg,tb-size=128",
+            "-cpu",
+            "max",
+            "-m",
+            MEMORY,
+            "-smp",
+            "1",
+            "-rtc",
+            "base=utc,clock=host",
+            "-kernel",
+            str(image.kernel),
+            "-initrd",
+            str(image.initrd),
+            "-append",
+            append,
+            "-drive",
+            f"file={self.root_disk},if=virtio,format=qcow2,discard=unmap",
+            "-drive",
+            f"file={self.data_disk},if=virtio,format=qcow2",
+            "-device",
+            "virtio-rng-pci",
+            "-chardev",
+            f"socket,id=qga,path={self.agent.path},server=on,wait=off",
+            "-device",
+            "virtio-serial-pci",
+            "-device",
+            "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
+            "-qmp",
+            f"unix:{self.monitor.path},server=on,wait=off",
+            "-chardev",
+            f"file,id=serial,path={self.serial_log},append=on",
+            "-serial",
+            "chardev:serial",
+            "-pidfile",
+            str(self.pidfile),
+            "-daemonize",
         ]
         for network in ("public", "cross"):  # public first: the kernel's eth0 is eth0
             tap = net.tap(self.name, network)
-            argv += ["-netdev", f"tap,id={network},ifname={tap},script=no,downscript=no",
-                     "-device", f"virtio-net-pci,netdev={network},mac={self.mac(network)}"]
+            argv += [
+                "-netdev",
+                f"tap,id={network},ifname={tap},script=no,downscript=no",
+                "-device",
+                f"virtio-net-pci,netdev={network},mac={self.mac(network)}",
+            ]
         if loadvm is not None:
             argv += ["-loadvm", loadvm]
         if paused:
             argv.append("-S")
-        done = subprocess.run(net.client_argv(argv), capture_output=True, text=True, timeout=120,
-                              check=False)
+        done = subprocess.run(
+            net.client_argv(argv), capture_output=True, text=True, timeout=120, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(f"qemu for {self.name} failed: {done.stderr.strip()}")
 
