@@ -21,7 +21,7 @@ from hanode import __version__
 from hanode import log as hlog
 from hanode.config import Config, config_path, load
 from hanode.engine import Action, Engine, overall
-from hanode.errors import ConfigError, Exit, HanodeError
+from hanode.errors import ConfigError, Exit, HanodeError, StatusExit
 from hanode.resources import Context, Level, build
 
 logger = logging.getLogger("hanode")
@@ -176,7 +176,7 @@ def _status(engine: Engine, config: Config, *, as_json: bool) -> int:
     code = overall([status.state for _, status, _ in probes])
     last_start = engine.last_report(Action.START)
     last_stop = engine.last_report(Action.STOP)
-    verdict = {0: "up", 1: "partial", 3: "down", 4: "unknown"}[int(code)]
+    verdict = code.verdict
     node = os.uname().nodename
     if as_json:
         document = {
@@ -204,7 +204,7 @@ def _status(engine: Engine, config: Config, *, as_json: bool) -> int:
     out.write(f"{node}: {verdict}\n")
     for resource, status, _ in probes:
         out.write(f"  {resource.name:<11} {status.state.value:<8} {status.summary}\n")
-    if verdict != "down" and last_start:
+    if code is not StatusExit.ALL_DOWN and last_start:
         out.write(_describe_run("last start", last_start))
     elif last_stop:
         out.write(_describe_run("last stop", last_stop))

@@ -8,12 +8,11 @@ text; a duplicated key (tomlkit's error has no line) is found the same way.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -28,85 +27,23 @@ IFNAMSIZ = 16  # the kernel's limit, NUL included: names and labels are <= 15 ch
 UNIT_SUFFIXES = (".service", ".socket", ".target", ".mount", ".timer", ".path", ".scope")
 
 
-class Fsck(StrEnum):
-    """When to check the filesystem before mounting it."""
-
-    NEVER = "never"
-    AUTO = "auto"  # fsck -p: repairs what is safe, fails on what needs a person
-    ALWAYS = "always"  # fsck -f -p: a full check even when marked clean
-
-
-class DemoteFailure(StrEnum):
-    """What to do when ``drbdadm secondary`` fails on stop."""
-
-    FAIL = "fail"
-    FORCE = "force"
-    REBOOT = "reboot"
-
-
-@dataclass(frozen=True)
-class DrbdConfig:
-    resource: str
-    wfc_timeout: int | None = None  # None: from `drbdadm dump`, else 10
-    degr_wfc_timeout: int | None = None
-    outdated_wfc_timeout: int | None = None
-    become_primary_on: str | None = None  # None: from drbd.conf's startup section
-    on_demote_failure: DemoteFailure = DemoteFailure.FAIL
-
-
-@dataclass(frozen=True)
-class FilesystemConfig:
-    device: str
-    mountpoint: str
-    type: str = "ext4"
-    options: str = ""
-    kill_holders: bool = True
-    stop_timeout: int = 30
-    fsck: Fsck = Fsck.NEVER
-
-
-@dataclass(frozen=True)
-class LinkSpec:
-    path: str  # the place services look at, e.g. /etc/apache2
-    target: str  # where it lives on the replicated filesystem, e.g. /srv/etc-apache2
-
-
-@dataclass(frozen=True)
-class LinksConfig:
-    mountpoint: str
-    links: tuple[LinkSpec, ...]
-
-
-@dataclass(frozen=True)
-class AddressConfig:
-    ip: ipaddress.IPv4Interface | ipaddress.IPv6Interface
-    interface: str
-    label: str  # IPv4 only: IPv6 addresses carry no label in Linux
-    arp_count: int = 5
-    probe: bool = True
-
-
-@dataclass(frozen=True)
-class ServicesConfig:
-    units: tuple[str, ...]
-    timeout: int = 90
-
-
 @dataclass(frozen=True)
 class Config:
+    """The parsed hanode.toml: each configured section's settings, in start order."""
+
     path: Path
-    drbd: DrbdConfig | None = None
-    filesystem: FilesystemConfig | None = None
-    links: LinksConfig | None = None
-    address: AddressConfig | None = None
-    services: ServicesConfig | None = None
+    settings: Mapping[str, object] = field(default_factory=dict)  # section -> its config
 
     def sections(self) -> list[str]:
         """Names of the configured sections, in start order."""
-        return [name for name in SECTIONS if getattr(self, name) is not None]
+        return list(self.settings)
 
-
-SECTIONS = ("drbd", "filesystem", "links", "address", "services")
+    def of(self, kind: type[_T]) -> _T | None:
+        """The settings of the section whose config type is ``kind``; None when absent."""
+        for value in self.settings.values():
+            if isinstance(value, kind):
+                return value
+        return None
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -163,21 +100,25 @@ def parse(text: str, path: Path) -> Config:
         raise ConfigError(lines.duplicate_key_message(str(err))) from None
     data: dict[str, Any] = document.unwrap()
 
+    from hanode.resources import kinds
+
+    known = {kind.section: kind for kind in kinds()}
     for name, value in data.items():
-        if name not in SECTIONS:
+        if name not in known:
             raise ConfigError(
                 f"{lines.at(name)}: unknown section [{name}]",
-                f"known sections: {', '.join(SECTIONS)}",
+                f"known sections: {', '.join(known)}",
             )
         if not isinstance(value, dict):
             raise ConfigError(f"{lines.at(name)}: {name} must be a [{name}] table")
 
-    drbd = _drbd(_Section(data, "drbd", lines))
-    filesystem = _filesystem(_Section(data, "filesystem", lines))
-    links = _links(_Section(data, "links", lines), filesystem)
-    address = _address(_Section(data, "address", lines))
-    services = _services(_Section(data, "services", lines))
-    return Config(path, drbd, filesystem, links, address, services)
+    settings: dict[str, object] = {}
+    for name, kind in known.items():
+        if name in data:
+            table = Table(data, name, lines)
+            settings[name] = kind.parse(table, settings)
+            table.finish()
+    return Config(path, settings)
 
 
 def _parse_reason(err: tomlkit.exceptions.ParseError) -> str:
@@ -264,16 +205,18 @@ class _Locator:
 
 
 _T = TypeVar("_T")
-_REQUIRED: Any = object()
+REQUIRED: Any = object()
 
 
-class _Section:
-    """Typed access to one section's keys; unknown keys are errors."""
+class Table:
+    """Typed access to one section's keys, for its resource kind's parser.
+
+    Every error names the file and the line of the key; keys left unread are errors.
+    """
 
     def __init__(self, data: Mapping[str, Any], name: str, lines: _Locator) -> None:
         self.name = name
         self.lines = lines
-        self.present = name in data
         self.raw: Mapping[str, Any] = data.get(name, {})
         self.taken: set[str] = set()
 
@@ -282,35 +225,42 @@ class _Section:
         what = f"[{self.name}] {key}" if key else f"[{self.name}]"
         return ConfigError(f"{where}: {what}: {message}", hint)
 
-    def get(self, key: str, kind: type[_T], default: _T = _REQUIRED) -> _T:
+    def item_error(
+        self, key: str, index: int, message: str, hint: str | None = None, value: str | None = None
+    ) -> ConfigError:
+        """An error in entry ``index`` of the array ``key``, at the line showing ``value``."""
+        where = self.lines.at(self.name, key, value)
+        return ConfigError(f"{where}: [{self.name}] {key}[{index}]: {message}", hint)
+
+    def get(self, key: str, kind: type[_T], default: _T = REQUIRED) -> _T:
         self.taken.add(key)
         if key not in self.raw:
-            if default is _REQUIRED:
+            if default is REQUIRED:
                 raise self.error(None, f"missing required key {key}")
             return default
         value = self.raw[key]
         # bool is an int in Python, never in TOML: keep them apart
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(key, f"expected {_kind_name(kind)}, got {_describe(value)}")
+            raise self.error(key, f"expected {_kind_name(kind)}, got {describe(value)}")
         return value
 
-    def string(self, key: str, default: str = _REQUIRED) -> str:
+    def string(self, key: str, default: str = REQUIRED) -> str:
         value = self.get(key, str, default)
         if value is not default and not value.strip():
             raise self.error(key, "must not be empty")
         return value
 
-    def integer(self, key: str, low: int, high: int, default: Any = _REQUIRED) -> Any:
+    def integer(self, key: str, low: int, high: int, default: Any = REQUIRED) -> Any:
         value = self.get(key, int, default)
         if value is not default and not low <= value <= high:
             raise self.error(key, f"must be between {low} and {high}, got {value}")
         return value
 
-    def path(self, key: str, default: str = _REQUIRED) -> str:
+    def path(self, key: str, default: str = REQUIRED) -> str:
         value = self.string(key, default)
         if value is default:
             return value
-        _check_path(value, lambda message: self.error(key, message))
+        check_path(value, lambda message: self.error(key, message))
         return value
 
     def choice(self, key: str, enum: type[_E], default: _E) -> _E:
@@ -338,7 +288,8 @@ def _kind_name(kind: type) -> str:
     )
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
+    """A TOML value named for an error message."""
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, str):
@@ -352,7 +303,8 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _check_path(value: str, error: Any) -> None:
+def check_path(value: str, error: Callable[[str], ConfigError]) -> None:
+    """Refuse a path that is relative, climbs with .., or ends with /."""
     if not value.startswith("/"):
         raise error(f"must be an absolute path, got {value!r}")
     if ".." in PurePosixPath(value).parts:
@@ -361,181 +313,15 @@ def _check_path(value: str, error: Any) -> None:
         raise error(f"must not end with '/', got {value!r}")
 
 
-def _timeout(section: _Section, key: str) -> int | None:
-    value: int | None = section.get(key, int, None)
-    if value is None:
-        return None
-    if value == 0:
-        raise section.error(
-            key, "0 would wait for the peer forever; hanode never does", "give a timeout in seconds"
-        )
-    if not 1 <= value <= 86400:
-        raise section.error(key, f"must be between 1 and 86400 seconds, got {value}")
-    return value
-
-
-def _drbd(section: _Section) -> DrbdConfig | None:
-    if not section.present:
-        return None
-    resource = section.string("resource")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", resource):
-        raise section.error("resource", f"not a DRBD resource name: {resource!r}")
-    config = DrbdConfig(
-        resource=resource,
-        wfc_timeout=_timeout(section, "wfc-timeout"),
-        degr_wfc_timeout=_timeout(section, "degr-wfc-timeout"),
-        outdated_wfc_timeout=_timeout(section, "outdated-wfc-timeout"),
-        become_primary_on=section.get("become-primary-on", str, None),
-        on_demote_failure=section.choice("on-demote-failure", DemoteFailure, DemoteFailure.FAIL),
-    )
-    section.finish()
-    return config
-
-
-def _filesystem(section: _Section) -> FilesystemConfig | None:
-    if not section.present:
-        return None
-    config = FilesystemConfig(
-        device=section.path("device"),
-        mountpoint=section.path("mountpoint"),
-        type=section.string("type", "ext4"),
-        options=section.get("options", str, ""),
-        kill_holders=section.get("kill-holders", bool, True),
-        stop_timeout=section.integer("stop-timeout", 1, 3600, 30),
-        fsck=section.choice("fsck", Fsck, Fsck.NEVER),
-    )
-    if config.mountpoint == "/":
-        raise section.error("mountpoint", "must not be /")
-    if not re.fullmatch(r"[a-z0-9.]+", config.type):
-        raise section.error("type", f"not a filesystem type: {config.type!r}")
-    if any(ch.isspace() for ch in config.options):
-        raise section.error("options", "must not contain white space", 'use "opt1,opt2"')
-    section.finish()
-    return config
-
-
-def _links(section: _Section, filesystem: FilesystemConfig | None) -> LinksConfig | None:
-    if not section.present:
-        return None
-    if filesystem is None and "mountpoint" not in section.raw:
-        raise section.error(None, "missing mountpoint (no [filesystem] section to take it from)")
-    mountpoint = section.path("mountpoint", filesystem.mountpoint if filesystem else _REQUIRED)
-    entries = section.get("links", list)
-    if not entries:
-        raise section.error("links", "must list at least one link")
-    links: list[LinkSpec] = []
-    seen: set[str] = set()
-    for index, entry in enumerate(entries):
-
-        def error(
-            message: str, hint: str | None = None, value: str | None = None, index: int = index
-        ) -> ConfigError:
-            line = section.lines.at(section.name, "links", value)
-            return ConfigError(f"{line}: [links] links[{index}]: {message}", hint)
-
-        if not isinstance(entry, dict):
-            raise error(f"expected a table {{ path = ..., target = ... }}, got {_describe(entry)}")
-        unknown = sorted(set(entry) - {"path", "target"})
-        if unknown:
-            raise error(f"unknown key {unknown[0]}", "known keys here: path, target")
-        for key in ("path", "target"):
-            if key not in entry:
-                raise error(f"missing {key}")
-            if not isinstance(entry[key], str):
-                raise error(f"{key}: expected a string, got {_describe(entry[key])}")
-            _check_path(entry[key], lambda message, v=entry[key]: error(message, value=v))
-        link = LinkSpec(entry["path"], entry["target"])
-        if not _is_below(link.target, mountpoint):
-            raise error(
-                f"target {link.target} is outside the mountpoint {mountpoint}",
-                "targets live on the replicated filesystem",
-                link.target,
-            )
-        if _is_below(link.path, mountpoint) or link.path == mountpoint:
-            raise error(f"path {link.path} is inside the mountpoint {mountpoint}", value=link.path)
-        if link.path in seen:
-            raise error(f"path {link.path} is linked twice", value=link.path)
-        seen.add(link.path)
-        links.append(link)
-    section.finish()
-    return LinksConfig(mountpoint, tuple(links))
-
-
-def _is_below(path: str, directory: str) -> bool:
+def is_below(path: str, directory: str) -> bool:
+    """Whether ``path`` lies strictly inside ``directory`` (lexically)."""
     inner = PurePosixPath(path)
     outer = PurePosixPath(directory)
     return inner != outer and inner.is_relative_to(outer)
 
 
-def _address(section: _Section) -> AddressConfig | None:
-    if not section.present:
-        return None
-    text = section.string("ip")
-    if "/" not in text:
-        raise section.error("ip", f"needs a prefix length, got {text!r}", 'e.g. "192.0.2.10/24"')
-    try:
-        ip = ipaddress.ip_interface(text)
-    except ValueError as err:
-        raise section.error("ip", f"not an IP address with prefix: {err}") from None
-    if ip.ip.is_multicast or ip.ip.is_unspecified or ip.ip.is_loopback:
-        raise section.error("ip", f"{ip.ip} cannot be a floating address")
-    if (
-        ip.version == 4
-        and ip.network.prefixlen < 31
-        and ip.ip
-        in (
-            ip.network.network_address,
-            ip.network.broadcast_address,
-        )
-    ):
-        raise section.error("ip", f"{ip.ip} is the network or broadcast address of {ip.network}")
-    interface = section.string("interface")
-    if len(interface) >= IFNAMSIZ or not re.fullmatch(r"[A-Za-z0-9_.@-]+", interface):
-        raise section.error("interface", f"not an interface name: {interface!r}")
-    label = section.string("label", f"{interface}:1")
-    if len(label) >= IFNAMSIZ:
-        raise section.error(
-            "label", f"{label!r} is {len(label)} characters; the kernel allows at most 15"
-        )
-    if not label.startswith(interface):
-        raise section.error(
-            "label",
-            f"{label!r} must start with the interface name {interface!r}",
-            f'e.g. "{interface}:1"',
-        )
-    config = AddressConfig(
-        ip=ip,
-        interface=interface,
-        label=label,
-        arp_count=section.integer("arp-count", 0, 100, 5),
-        probe=section.get("probe", bool, True),
-    )
-    section.finish()
-    return config
-
-
-def _services(section: _Section) -> ServicesConfig | None:
-    if not section.present:
-        return None
-    units = section.get("units", list)
-    if not units:
-        raise section.error("units", "must list at least one unit", 'e.g. ["apache2.service"]')
-    for unit in units:
-        if not isinstance(unit, str):
-            raise section.error("units", f"expected unit names, got {_describe(unit)}")
-        if not unit.endswith(UNIT_SUFFIXES) or "/" in unit or unit.startswith("."):
-            raise section.error(
-                "units", f"not a unit name: {unit!r}", 'units end in ".service", ".socket", ...'
-            )
-    duplicates = _first_duplicate(units)
-    if duplicates:
-        raise section.error("units", f"{duplicates} is listed twice")
-    config = ServicesConfig(units=tuple(units), timeout=section.integer("timeout", 1, 3600, 90))
-    section.finish()
-    return config
-
-
-def _first_duplicate(items: Iterable[str]) -> str | None:
+def first_duplicate(items: Iterable[str]) -> str | None:
+    """The first item that appears a second time, if any."""
     seen: set[str] = set()
     for item in items:
         if item in seen:

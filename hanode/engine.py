@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from hanode import log as hlog
 from hanode.errors import HanodeError, LockHeld, Refused, StatusExit, StepFailed, UsageError
@@ -41,6 +42,15 @@ class Result(StrEnum):
     REFUSED = "refused"
     ROLLED_BACK = "rolled-back"
     ROLLBACK_FAILED = "rollback-failed"
+
+    @property
+    def level(self) -> int:
+        """The log level of a step that ended so."""
+        if self is Result.FAILED:
+            return logging.ERROR
+        if self in (Result.REFUSED, Result.ROLLBACK_FAILED):
+            return logging.WARNING
+        return logging.INFO
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,9 @@ def run_dir() -> Path:
 class Engine:
     """Runs the configured resources in start order, or in exact reverse to stop."""
 
-    def __init__(self, resources: Sequence[Resource], *, state_dir: Path | None = None) -> None:
+    def __init__(
+        self, resources: Sequence[Resource[Any]], *, state_dir: Path | None = None
+    ) -> None:
         self.resources = list(resources)
         base = state_dir or run_dir()
         self.lock_path = base / "hanode.lock"
@@ -126,7 +138,7 @@ class Engine:
 
     # -- reading ----------------------------------------------------------------------
 
-    def probe_all(self) -> list[tuple[Resource, Status, float]]:
+    def probe_all(self) -> list[tuple[Resource[Any], Status, float]]:
         """Every resource's status with the seconds its probe took."""
         results = []
         for resource in self.resources:
@@ -178,31 +190,34 @@ class Engine:
         """Bring every resource up in order; on failure stop what this run started."""
         report = RunReport(Action.START, time.time())
         began = time.monotonic()
-        started: list[Resource] = []
+        started: list[Resource[Any]] = []
         with self.locked(), _signals_interrupt():
             try:
                 for resource in self.resources:
                     self._start_one(resource, ctx, report, started)
-            except HanodeError as err:
-                rolled = self._rollback(started, ctx, report)
-                report.seconds = time.monotonic() - began
-                self._save(report)
-                raise _with_rollback(err, rolled) from err
             except Exception as err:
+                failure = (
+                    err
+                    if isinstance(err, HanodeError)
+                    else StepFailed(
+                        f"internal error: {type(err).__name__}: {err}", "run with --debug"
+                    )
+                )
                 rolled = self._rollback(started, ctx, report)
                 report.seconds = time.monotonic() - began
                 self._save(report)
-                raise _with_rollback(
-                    StepFailed(f"internal error: {type(err).__name__}: {err}", "run with --debug"),
-                    rolled,
-                ) from err
+                if rolled:
+                    failure = failure.with_context(
+                        f"{failure.message}; rolled back: {', '.join(rolled)}"
+                    )
+                raise failure from err
             report.ok = True
             report.seconds = time.monotonic() - began
             self._save(report)
         return report
 
     def _start_one(
-        self, resource: Resource, ctx: Context, report: RunReport, started: list[Resource]
+        self, resource: Resource[Any], ctx: Context, report: RunReport, started: list[Resource[Any]]
     ) -> None:
         step_began = time.monotonic()
         status = safe_probe(resource)
@@ -221,19 +236,19 @@ class Engine:
         except Refused as err:
             # A refusal touched nothing in this step: only earlier steps are rolled back.
             self._record(report, resource.name, Action.START, Result.REFUSED, step_began, str(err))
-            raise _rewrap(err, f"start refused at {resource.name}: {err.message}") from err
+            raise err.with_context(f"start refused at {resource.name}: {err.message}") from err
         except BaseException as err:
             # A failed step may be half done: its own stop converges it back.
             started.append(resource)
             self._record(report, resource.name, Action.START, Result.FAILED, step_began, _why(err))
             if isinstance(err, HanodeError):
-                raise _rewrap(err, f"start failed at {resource.name}: {err.message}") from err
+                raise err.with_context(f"start failed at {resource.name}: {err.message}") from err
             raise
         started.append(resource)
         after = safe_probe(resource)
         self._record(report, resource.name, Action.START, Result.DONE, step_began, after.summary)
 
-    def _rollback(self, started: list[Resource], ctx: Context, report: RunReport) -> list[str]:
+    def _rollback(self, started: list[Resource[Any]], ctx: Context, report: RunReport) -> list[str]:
         rolled: list[str] = []
         for resource in reversed(started):
             step_began = time.monotonic()
@@ -261,14 +276,13 @@ class Engine:
             try:
                 for resource in reversed(self.resources):
                     self._stop_one(resource, ctx, report)
+                report.ok = True
             finally:
                 report.seconds = time.monotonic() - began
                 self._save(report)
-            report.ok = True
-            self._save(report)
         return report
 
-    def _stop_one(self, resource: Resource, ctx: Context, report: RunReport) -> None:
+    def _stop_one(self, resource: Resource[Any], ctx: Context, report: RunReport) -> None:
         step_began = time.monotonic()
         status = safe_probe(resource)
         if status.state is State.DOWN:
@@ -282,8 +296,7 @@ class Engine:
             self._record(report, resource.name, Action.STOP, Result.FAILED, step_began, str(err))
             # Stop halts here: what is still up above this step keeps running, and the
             # steps below it (mount, DRBD) must not be pulled out from under it.
-            raise _rewrap(
-                err,
+            raise err.with_context(
                 f"stop failed at {resource.name}: {err.message}",
                 err.hint or "fix the cause, then run `hanode stop` again",
             ) from err
@@ -298,7 +311,7 @@ class Engine:
     ) -> None:
         seconds = time.monotonic() - began
         report.steps.append(StepReport(step, action, result, round(seconds, 3), message))
-        hlog.step_event(step, action.value, result.value, seconds, message)
+        hlog.step_event(step, action.value, result.value, seconds, message, result.level)
 
     def _save(self, report: RunReport) -> None:
         try:
@@ -311,7 +324,7 @@ class Engine:
             logger.warning("cannot save the run report in %s: %s", self.state_dir, err.strerror)
 
 
-def safe_probe(resource: Resource) -> Status:
+def safe_probe(resource: Resource[Any]) -> Status:
     """A probe that never raises: a broken probe is an UNKNOWN state, with the reason."""
     try:
         return resource.probe()
@@ -333,22 +346,7 @@ def overall(states: Sequence[State]) -> StatusExit:
 def _why(err: BaseException) -> str:
     if isinstance(err, HanodeError):
         return str(err)
-    if isinstance(err, KeyboardInterrupt):
-        return "interrupted"
     return f"{type(err).__name__}: {err}"
-
-
-def _with_rollback(err: HanodeError, rolled: list[str]) -> HanodeError:
-    if not rolled:
-        return err
-    return _rewrap(err, f"{err.message}; rolled back: {', '.join(rolled)}")
-
-
-def _rewrap(err: HanodeError, message: str, hint: str | None = None) -> HanodeError:
-    """The same error (same exit code) with a message that says where it happened."""
-    new = HanodeError(message, hint or err.hint)
-    new.code = err.code
-    return new
 
 
 @contextmanager

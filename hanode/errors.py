@@ -8,6 +8,7 @@ error's code; tracebacks only with --debug.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Self
 
 
 class Exit(IntEnum):
@@ -27,6 +28,19 @@ class StatusExit(IntEnum):
     ALL_DOWN = 3
     UNKNOWN = 4
 
+    @property
+    def verdict(self) -> str:
+        """The node's state in one word, as status prints it."""
+        return _VERDICTS[self]
+
+
+_VERDICTS = {
+    StatusExit.ALL_UP: "up",
+    StatusExit.PARTLY_UP: "partial",
+    StatusExit.ALL_DOWN: "down",
+    StatusExit.UNKNOWN: "unknown",
+}
+
 
 class HanodeError(Exception):
     """Base of every error hanode reports to the admin."""
@@ -37,6 +51,19 @@ class HanodeError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+    def with_context(self, message: str, hint: str | None = None) -> Self:
+        """The same error, same class and exit code, saying where it happened.
+
+        The copy keeps every attribute of the original (a bus error's name, a command's
+        argv); raise it ``from`` the original so --debug shows both.
+        """
+        new = type(self).__new__(type(self))  # no __init__: subclasses take other arguments
+        new.__dict__.update(self.__dict__)
+        Exception.__init__(new, message)
+        new.message = message
+        new.hint = hint or self.hint
+        return new
 
     def __str__(self) -> str:
         if self.hint:

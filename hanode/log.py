@@ -81,19 +81,10 @@ def _journal_handler() -> logging.Handler | None:
     return handler
 
 
-def step_event(step: str, action: str, result: str, seconds: float, message: str) -> None:
+def step_event(
+    step: str, action: str, result: str, seconds: float, message: str, level: int
+) -> None:
     """Log one step outcome: a console line and a journal entry with HANODE_* fields."""
-    level = (
-        logging.ERROR
-        if result in ("failed",)
-        else logging.WARNING
-        if result
-        in (
-            "refused",
-            "rollback-failed",
-        )
-        else logging.INFO
-    )
     line = f"{step:<11} {action:<9} {result:<12} {seconds:6.2f}s"
     if message:
         line += f"  {message}"

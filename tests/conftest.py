@@ -1,5 +1,6 @@
 """Tiers: unit tests run anywhere; `root`, `systemd` and `lab` tests need more and skip
-cleanly (with the reason) where it is missing. CI runs as root, so it runs them all."""
+cleanly (with the reason) where it is missing. CI runs as root and tests/setup-host
+installs the rest, so there a missing need fails instead (helpers.missing)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,20 @@ import os
 import shutil
 
 import pytest
+from helpers import missing
 
 _NEEDS_ROOT = ("root", "systemd", "lab")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    is_root = os.geteuid() == 0
-    for item in items:
-        marks = {mark.name for mark in item.iter_markers()}
-        if marks & set(_NEEDS_ROOT) and not is_root:
-            item.add_marker(pytest.mark.skip(reason="needs root"))
-        elif "systemd" in marks and not shutil.which("systemd-nspawn"):
-            item.add_marker(pytest.mark.skip(reason="needs systemd-nspawn (systemd-container)"))
-        elif "lab" in marks:
-            if os.environ.get("HANODE_SKIP_LAB"):
-                item.add_marker(pytest.mark.skip(reason="HANODE_SKIP_LAB is set"))
-            elif not shutil.which("qemu-system-x86_64"):
-                item.add_marker(pytest.mark.skip(reason="needs qemu-system-x86_64"))
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of the test runs: skip it (fail it in CI) if its tier cannot run."""
+    marks = {mark.name for mark in item.iter_markers()}
+    if "lab" in marks and os.environ.get("HANODE_SKIP_LAB"):
+        pytest.skip("HANODE_SKIP_LAB is set")  # asked for, so a skip in CI too
+    if marks & set(_NEEDS_ROOT) and os.geteuid() != 0:
+        missing("needs root")
+    if "systemd" in marks and not shutil.which("systemd-nspawn"):
+        missing("needs systemd-nspawn (systemd-container)")
+    if "lab" in marks and not shutil.which("qemu-system-x86_64"):
+        missing("needs qemu-system-x86_64")

@@ -13,17 +13,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from helpers import PYTHON
 
 CLONE_NEWNS = 0x00020000
-
-PYTHON = "/usr/bin/python3"
 
 # mmap(2) then close(2): only the map is left (Python's mmap module would keep an fd)
 HOLD_MMAP = """
@@ -144,13 +142,3 @@ class Processes:
             proc.wait()
             if proc.stdout:
                 proc.stdout.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; its last value."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

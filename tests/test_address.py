@@ -20,13 +20,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from helpers import run_hanode, wait_for
 
-from hanode.config import AddressConfig, parse
+from hanode.config import parse
 from hanode.errors import ConfigError, Exit, Refused, StatusExit, StepFailed
 from hanode.resources import Context, Level, State
 from hanode.resources.address import (
     IFA_F_DADFAILED,
     IFA_F_TENTATIVE,
+    AddressConfig,
     AddressScan,
     Assigned,
     FloatingAddress,
@@ -35,8 +37,6 @@ from hanode.resources.address import (
 )
 from hanode.system import announce
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = "/usr/bin/python3"
 V4 = ipaddress.IPv4Interface("192.0.2.10/24")
 V6 = ipaddress.IPv6Interface("2001:db8::10/64")
 PEER_V4 = "192.0.2.1"
@@ -409,10 +409,8 @@ def test_announcement_moves_the_peer_off_the_old_mac(pair: Pair) -> None:
     )
     assert pair.peer_neighbour("192.0.2.10") == OLD_MAC
     node_start(pair, address_config(arp_count=1, probe=False))
-    deadline = time.monotonic() + 1.0
-    while pair.peer_neighbour("192.0.2.10") != pair.node_mac and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert pair.peer_neighbour("192.0.2.10") == pair.node_mac
+    moved = wait_for(lambda: pair.peer_neighbour("192.0.2.10") == pair.node_mac, timeout=1.0)
+    assert moved, pair.peer_neighbour("192.0.2.10")
 
 
 @pytest.mark.root
@@ -706,21 +704,13 @@ def test_ipv6_probe_false_skips_dad(pair: Pair) -> None:
 # -- through the CLI ----------------------------------------------------------------
 
 
-def _cli(pair: Pair, tmp_path: Path, verb: str, config: str) -> tuple[int, str, float]:
+def _cli(pair: Pair, tmp_path: Path, verb: str, config: str) -> tuple[int, str]:
     path = tmp_path / "hanode.toml"
     path.write_text(config)
-    env = dict(os.environ, HANODE_RUN_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
-    began = time.monotonic()
-    argv = ["ip", "netns", "exec", pair.node, PYTHON, "-m", "hanode", "-c", str(path)]
-    done = subprocess.run(
-        [*argv, "--insecure-config", verb],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr, time.monotonic() - began
+    in_node = ["ip", "netns", "exec", pair.node]
+    argv = ["-c", str(path), "--insecure-config", verb]
+    done = run_hanode(*argv, run_dir=tmp_path, prefix=in_node, timeout=30)
+    return done.returncode, done.stdout + done.stderr
 
 
 CLI_CONFIG = textwrap.dedent(
@@ -737,13 +727,11 @@ CLI_CONFIG = textwrap.dedent(
 def test_cli_start_returns_before_the_second_burst_and_releases_the_lock(
     pair: Pair, tmp_path: Path
 ) -> None:
-    if not (ROOT / "hanode" / "cli.py").exists():
-        pytest.skip("hanode.cli not there yet")
     with capture(pair) as cap:
-        code, output, _ = _cli(pair, tmp_path, "start", CLI_CONFIG)
+        code, output = _cli(pair, tmp_path, "start", CLI_CONFIG)
         returned = time.monotonic()
         assert code == Exit.OK, output
-        code, output, _ = _cli(pair, tmp_path, "status", CLI_CONFIG)
+        code, output = _cli(pair, tmp_path, "status", CLI_CONFIG)
         assert code == StatusExit.ALL_UP, output
         frames = cap.collect(3.5)
     sent = garps(frames, V4.ip)
@@ -751,29 +739,25 @@ def test_cli_start_returns_before_the_second_burst_and_releases_the_lock(
     # hanode start had exited (and its captured output had reached EOF) while the
     # detached announcer was still sending: it holds none of hanode's descriptors
     assert [when for when, _ in sent if when > returned]
-    code, output, _ = _cli(pair, tmp_path, "stop", CLI_CONFIG)
+    code, output = _cli(pair, tmp_path, "stop", CLI_CONFIG)
     assert code == Exit.OK, output
-    code, output, _ = _cli(pair, tmp_path, "status", CLI_CONFIG)
+    code, output = _cli(pair, tmp_path, "status", CLI_CONFIG)
     assert code == StatusExit.ALL_DOWN, output
 
 
 @pytest.mark.root
 def test_cli_stop_right_after_start_is_not_locked_out(pair: Pair, tmp_path: Path) -> None:
-    if not (ROOT / "hanode" / "cli.py").exists():
-        pytest.skip("hanode.cli not there yet")
-    code, output, _ = _cli(pair, tmp_path, "start", CLI_CONFIG)
+    code, output = _cli(pair, tmp_path, "start", CLI_CONFIG)
     assert code == Exit.OK, output
-    code, output, _ = _cli(pair, tmp_path, "stop", CLI_CONFIG)
+    code, output = _cli(pair, tmp_path, "stop", CLI_CONFIG)
     assert code == Exit.OK, output  # not "another hanode is running"
     assert not pair.node_has(V4)
 
 
 @pytest.mark.root
 def test_cli_refusal_exits_4(pair: Pair, tmp_path: Path) -> None:
-    if not (ROOT / "hanode" / "cli.py").exists():
-        pytest.skip("hanode.cli not there yet")
     ip("-n", pair.peer, "address", "add", "192.0.2.10/24", "dev", "veth0")
-    code, output, _ = _cli(pair, tmp_path, "start", CLI_CONFIG)
+    code, output = _cli(pair, tmp_path, "start", CLI_CONFIG)
     assert code == Exit.REFUSED, output
     assert pair.peer_mac in output
 
@@ -781,7 +765,7 @@ def test_cli_refusal_exits_4(pair: Pair, tmp_path: Path) -> None:
 def test_address_config_replace_keeps_types() -> None:
     """The tests build configs by hand: they must stay what config.py makes."""
     text = '[address]\nip = "192.0.2.10/24"\ninterface = "eth0"\narp-count = 2\n'
-    loaded = parse(text, Path("t.toml")).address
+    loaded = parse(text, Path("t.toml")).of(AddressConfig)
     assert loaded is not None
     assert loaded == address_config()
     assert replace(loaded, probe=False) == address_config(probe=False)

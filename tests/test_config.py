@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_hanode
 
 from hanode import config
 from hanode.errors import ConfigError, Exit
+from hanode.resources import kinds
+from hanode.resources.address import AddressConfig
+from hanode.resources.drbd import DrbdConfig
+from hanode.resources.filesystem import FilesystemConfig, Fsck
+from hanode.resources.links import LinksConfig
+from hanode.resources.services import ServicesConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "etc" / "hanode" / "hanode.toml"
@@ -58,23 +63,27 @@ def error_of(text: str) -> str:
 def test_full_config_with_defaults() -> None:
     cfg = parse(FULL)
     assert cfg.sections() == ["drbd", "filesystem", "links", "address", "services"]
-    assert cfg.drbd == config.DrbdConfig(resource="srv", wfc_timeout=15, become_primary_on="node1")
-    assert cfg.drbd.degr_wfc_timeout is None
-    assert cfg.filesystem is not None
-    assert cfg.filesystem.type == "ext4"
-    assert cfg.filesystem.kill_holders is True
-    assert cfg.filesystem.stop_timeout == 30
-    assert cfg.filesystem.fsck is config.Fsck.NEVER
-    assert cfg.links is not None
-    assert cfg.links.mountpoint == "/srv"  # taken from [filesystem]
-    assert [link.path for link in cfg.links.links] == ["/etc/apache2", "/var/www"]
-    assert cfg.address is not None
-    assert cfg.address.ip == ipaddress.ip_interface("192.0.2.10/24")
-    assert cfg.address.label == "eth0:1"
-    assert cfg.address.arp_count == 5
-    assert cfg.services is not None
-    assert cfg.services.units == ("postgresql@15-main.service", "apache2.service")
-    assert cfg.services.timeout == 90
+    assert cfg.of(DrbdConfig) == DrbdConfig(
+        resource="srv", wfc_timeout=15, become_primary_on="node1"
+    )
+    filesystem = cfg.of(FilesystemConfig)
+    assert filesystem is not None
+    assert filesystem.type == "ext4"
+    assert filesystem.kill_holders is True
+    assert filesystem.stop_timeout == 30
+    assert filesystem.fsck is Fsck.NEVER
+    links = cfg.of(LinksConfig)
+    assert links is not None
+    assert links.mountpoint == "/srv"  # taken from [filesystem]
+    assert [link.path for link in links.links] == ["/etc/apache2", "/var/www"]
+    address = cfg.of(AddressConfig)
+    assert address is not None
+    assert address.ip == ipaddress.ip_interface("192.0.2.10/24")
+    assert address.label == "eth0:1"
+    assert address.arp_count == 5
+    assert cfg.of(ServicesConfig) == ServicesConfig(
+        units=("postgresql@15-main.service", "apache2.service"), timeout=90
+    )
 
 
 def test_empty_file_configures_nothing() -> None:
@@ -205,7 +214,7 @@ def test_group_writable_config_refused(tmp_path: Path) -> None:
     path = write(tmp_path, FULL, 0o664)
     with pytest.raises(ConfigError, match=r"writable by group or others \(mode 0664\).*chmod go-w"):
         config.load(path)
-    assert config.load(path, insecure=True).drbd is not None
+    assert config.load(path, insecure=True).of(DrbdConfig) is not None
 
 
 @pytest.mark.root
@@ -242,27 +251,18 @@ def test_shipped_config_is_inert() -> None:
 
 def test_shipped_config_uncommented_is_valid_and_matches_the_howto() -> None:
     cfg = parse(uncomment(SHIPPED.read_text()))
-    assert cfg.sections() == list(config.SECTIONS)
-    assert cfg.drbd is not None and cfg.drbd.resource == "srv"
-    assert cfg.filesystem is not None and cfg.filesystem.device == "/dev/drbd1"
-    assert cfg.address is not None and cfg.address.label == "eth0:1"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HANODE_NO_JOURNAL": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "hanode", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=60,
-    )
+    assert cfg.sections() == [kind.section for kind in kinds()]
+    drbd = cfg.of(DrbdConfig)
+    assert drbd is not None and drbd.resource == "srv"
+    filesystem = cfg.of(FilesystemConfig)
+    assert filesystem is not None and filesystem.device == "/dev/drbd1"
+    address = cfg.of(AddressConfig)
+    assert address is not None and address.label == "eth0:1"
 
 
 def test_cli_check_on_broken_config_exits_2_with_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, '[filesystem]\ndevice = "/dev/drbd1"\nmountpoint = 5\n')
-    result = run_cli("-c", str(path), "--insecure-config", "check")
+    result = run_hanode("-c", str(path), "--insecure-config", "check")
     assert result.returncode == Exit.USAGE
     assert result.stderr.strip() == (
         f"hanode: error: {path}:3: [filesystem] mountpoint: expected a string, got number 5"
@@ -271,7 +271,7 @@ def test_cli_check_on_broken_config_exits_2_with_file_and_line(tmp_path: Path) -
 
 def test_cli_inert_config_manages_nothing(tmp_path: Path) -> None:
     path = write(tmp_path, SHIPPED.read_text())
-    result = run_cli("-c", str(path), "--insecure-config", "start")
+    result = run_hanode("-c", str(path), "--insecure-config", "start")
     assert result.returncode == Exit.USAGE
     assert "no section is configured" in result.stderr
     assert "uncomment the sections that apply" in result.stderr

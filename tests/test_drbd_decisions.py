@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from drbd_standin.fixtures import Capture, Catalog, fixtures_root, load
+from drbd_standin.fixtures import Capture, Catalog, load
 
 from hanode.errors import ConfigError
 from hanode.system import drbdstate as d
@@ -21,10 +21,6 @@ from hanode.system.drbdstate import (
     TimeoutKind,
     Timeouts,
     WaitOutcome,
-)
-
-pytestmark = pytest.mark.skipif(
-    not fixtures_root().is_dir(), reason=f"DRBD captures not found at {fixtures_root()}"
 )
 
 
@@ -401,7 +397,8 @@ def test_already_primary_is_skipped() -> None:
 
 def test_connected_and_up_to_date_promotes() -> None:
     verdict = decide(state(), WaitOutcome.CONNECTED, bpo=None, nodename="node2")
-    assert verdict == d.Verdict(Promotion.PROMOTE, verdict.reason)
+    reason = "promote srv: peer connected, local disk UpToDate"
+    assert verdict == d.Verdict(Promotion.PROMOTE, reason)
     assert not verdict.degraded and not verdict.force_flag and not verdict.overrides
     # promoting a SyncSource is fine: the data is here
     source = state(cstate=ConnState.SYNC_SOURCE, peer_disk=DiskState.INCONSISTENT)
@@ -463,6 +460,7 @@ def test_diskless_without_an_up_to_date_peer_is_refused(force: bool) -> None:
 def test_peer_absent_promotes_degraded_on_become_primary_on_node() -> None:
     verdict = decide(state(**ABSENT), WaitOutcome.TIMED_OUT, nodename="node1", bpo="node1")
     assert verdict.promotion is Promotion.PROMOTE
+    assert verdict.reason == "promote srv: degraded (peer absent), local disk UpToDate"
     assert verdict.degraded and not verdict.overrides and not verdict.force_flag
     fqdn = decide(state(**ABSENT), WaitOutcome.TIMED_OUT, nodename="node1.lab", bpo="node1")
     assert fqdn.promotion is Promotion.PROMOTE

@@ -9,41 +9,16 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from drbd_standin import StandIn, fixtures_root
+from drbd_standin import StandIn
+from helpers import PYTHON, Progress
 
-from hanode.config import DemoteFailure, DrbdConfig
 from hanode.errors import Exit, HanodeError, Refused, StepFailed
-from hanode.resources import Context, Level, ProgressLine, State
-from hanode.resources import drbd as drbd_module
-from hanode.resources.drbd import Drbd
-
-pytestmark = pytest.mark.skipif(
-    not fixtures_root().is_dir(), reason=f"DRBD captures not found at {fixtures_root()}"
-)
-
-
-class Progress:
-    """Records what the resource shows while it waits; can act on the first update."""
-
-    def __init__(self, on_first_update: Callable[[], None] | None = None) -> None:
-        self.labels: list[str] = []
-        self.updates: list[str] = []
-        self.on_first_update = on_first_update
-
-    @contextmanager
-    def __call__(self, label: str) -> Iterator[ProgressLine]:
-        self.labels.append(label)
-        yield self
-
-    def update(self, text: str) -> None:
-        self.updates.append(text)
-        if len(self.updates) == 1 and self.on_first_update is not None:
-            self.on_first_update()
+from hanode.resources import Context, Level, State
+from hanode.resources.drbd import DemoteFailure, Drbd, DrbdConfig
+from hanode.system import dbus
 
 
 @pytest.fixture
@@ -51,7 +26,6 @@ def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
     node = StandIn(tmp_path / "node1", "node1")
     monkeypatch.setenv("PATH", f"{node.bin_dir}:{os.environ['PATH']}")
     monkeypatch.delenv("DRBD_STANDIN_DIR", raising=False)
-    monkeypatch.setattr(drbd_module, "_json_status_supported", {})
     return node
 
 
@@ -418,7 +392,7 @@ def test_on_demote_failure_reboot_asks_for_a_reboot(standin: StandIn) -> None:
 
 
 def test_the_reboot_request_is_logind_reboot_without_asking() -> None:
-    message = drbd_module.reboot_message()
+    message = dbus.reboot_message()
     fields = {key.name: value for key, value in message.header.fields.items()}  # type: ignore[attr-defined]
     assert fields["destination"] == "org.freedesktop.login1"
     assert fields["path"] == "/org/freedesktop/login1"
@@ -537,7 +511,7 @@ def test_become_primary_on_is_compared_with_the_real_hostname(standin: StandIn) 
     script = (
         "import socket, sys\n"
         "socket.sethostname('node1')\n"
-        "from hanode.config import DrbdConfig\n"
+        "from hanode.resources.drbd import DrbdConfig\n"
         "from hanode.resources import Context\n"
         "from hanode.resources.drbd import Drbd\n"
         "config = DrbdConfig('srv', wfc_timeout=1, become_primary_on='node1')\n"
@@ -545,7 +519,7 @@ def test_become_primary_on_is_compared_with_the_real_hostname(standin: StandIn) 
     )
     repo = Path(__file__).resolve().parents[1]
     subprocess.run(
-        ["unshare", "--uts", "--", "/usr/bin/python3", "-c", script, str(standin.proc_path)],
+        ["unshare", "--uts", "--", PYTHON, "-c", script, str(standin.proc_path)],
         check=True,
         cwd=repo,
         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(repo), "HANODE_NO_JOURNAL": "1"},

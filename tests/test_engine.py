@@ -7,12 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from helpers import PYTHON, wait_for
 
 from hanode.engine import Action, Engine, Result, overall
 from hanode.errors import Exit, HanodeError, LockHeld, Refused, StatusExit, StepFailed
@@ -205,12 +205,16 @@ def test_dry_run_plans_without_touching(workdir: Path) -> None:
 
 
 def test_reports_are_saved_with_timings(workdir: Path) -> None:
-    engine = engine_of(workdir, *three(workdir))
+    # b's start sleeps 0.5 s: its step must be timed around the action, and only its own
+    resources = [Marker("a", workdir), Marker("b", workdir, start_delay=0.5), Marker("c", workdir)]
+    engine = engine_of(workdir, *resources)
     engine.start(Context())
     saved = json.loads((workdir / "run" / "hanode" / "last-start.json").read_text())
     assert saved["ok"] is True
-    assert [step["step"] for step in saved["steps"]] == ["a", "b", "c"]
-    assert all(step["seconds"] >= 0 for step in saved["steps"])
+    seconds = {step["step"]: step["seconds"] for step in saved["steps"]}
+    assert list(seconds) == ["a", "b", "c"]
+    assert seconds["b"] >= 0.5, seconds
+    assert seconds["a"] < 0.5 and seconds["c"] < 0.5, seconds
     assert engine.last_report(Action.STOP) is None
 
 
@@ -257,7 +261,7 @@ HOLDER = textwrap.dedent(
 def test_a_second_hanode_is_refused_at_once_with_the_holders_pid(workdir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(workdir / "run")],
+        [PYTHON, "-c", HOLDER, str(workdir / "run")],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -302,16 +306,15 @@ SLOW_START = textwrap.dedent(
 def test_sigterm_during_start_rolls_back(workdir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_START, str(workdir), str(ROOT / "tests")],
+        [PYTHON, "-c", SLOW_START, str(workdir), str(ROOT / "tests")],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
     )
-    deadline = time.monotonic() + 20
-    while "start b" not in journal(workdir) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    in_b = wait_for(lambda: "start b" in journal(workdir), timeout=20)
     child.send_signal(signal.SIGTERM)
     out, _ = child.communicate(timeout=20)
+    assert in_b, (journal(workdir), out)
     assert child.returncode == Exit.FAILED
     assert "start failed at b: interrupted by SIGTERM; rolled back: b, a" in out
     assert journal(workdir) == ["start a", "start b", "stop b", "stop a"]

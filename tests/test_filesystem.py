@@ -8,29 +8,27 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
+from helpers import PYTHON, Progress, run_hanode
 from mountns import (
     HOLD_MMAP,
-    PYTHON,
     Processes,
     in_mount_namespace,
     loop_ext4,
     mounted,
 )
 
-from hanode.config import FilesystemConfig, Fsck
 from hanode.errors import Refused, StepFailed
-from hanode.resources import Context, ProgressLine, State
+from hanode.resources import Context, State
 from hanode.resources.filesystem import (
     Filesystem,
+    FilesystemConfig,
+    Fsck,
     kill_devices,
-    parse_mountinfo,
-    submounts,
-    top_mount_at,
 )
+from hanode.system.mountinfo import mount_points_of, parse_mountinfo, submounts, top_mount_at
 
 TOP = Path(__file__).resolve().parent.parent
 
@@ -69,6 +67,15 @@ def test_parse_mountinfo_fields_and_escapes() -> None:
 def test_parse_mountinfo_refuses_a_line_it_cannot_read() -> None:
     with pytest.raises(StepFailed, match="cannot read this mount line"):
         parse_mountinfo("22 1 252:1 / / rw shared:1 ext4 /dev/vda1 rw\n")
+
+
+def test_mount_points_of_a_device_number_with_escapes(tmp_path: Path) -> None:
+    table = tmp_path / "mountinfo"
+    table.write_text(MOUNTINFO + "41 22 147:1 /www /var/my\\040www rw - ext4 /dev/drbd1 rw\n")
+    assert mount_points_of(os.makedev(147, 1), table)[-1] == "/var/my www"
+    assert "/srv" in mount_points_of(os.makedev(147, 1), table)
+    assert mount_points_of(os.makedev(9, 9), table) == []
+    assert mount_points_of(os.makedev(147, 1), tmp_path / "absent") == []
 
 
 def test_top_mount_is_the_last_of_a_stack() -> None:
@@ -125,27 +132,6 @@ def test_fsck_command_line() -> None:
 
 
 # -- root: real loop devices in a private mount namespace -------------------------------
-
-
-class Progress:
-    """A Context progress callback that records every line shown."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, label: str) -> AbstractContextManager[ProgressLine]:
-        return self._line(label)
-
-    @contextmanager
-    def _line(self, label: str) -> Iterator[ProgressLine]:
-        self.lines.append(label)
-        progress = self
-
-        class Line:
-            def update(self, text: str) -> None:
-                progress.lines.append(f"{label}: {text}")
-
-        yield Line()
 
 
 def _fs(loop: str, mountpoint: Path, **kwargs: object) -> Filesystem:
@@ -376,7 +362,7 @@ def test_hanodes_parent_is_never_ended(tmp_path: Path, loop: str) -> None:
     config = FilesystemConfig(device=loop, mountpoint=str(mountpoint), stop_timeout=2)
     stop = (
         "import sys\n"
-        "from hanode.config import FilesystemConfig\n"
+        "from hanode.resources.filesystem import FilesystemConfig\n"
         "from hanode.resources import Context\n"
         "from hanode.resources.filesystem import Filesystem\n"
         "from hanode.errors import StepFailed\n"
@@ -530,20 +516,7 @@ def test_holders_are_logged(tmp_path: Path, loop: str) -> None:
 
 
 def _hanode(config: Path, run_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "hanode", "-c", str(config), "--insecure-config", *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=TOP,
-        env={
-            "PATH": os.environ["PATH"],
-            "PYTHONPATH": str(TOP),
-            "HANODE_RUN_DIR": str(run_dir),
-            "HANODE_NO_JOURNAL": "1",
-        },
-        timeout=120,
-    )
+    return run_hanode("-c", str(config), "--insecure-config", *argv, run_dir=run_dir)
 
 
 @pytest.mark.root

@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from mountns import HOLD_MMAP, HOLD_ROOT, PYTHON, Processes, in_mount_namespace, loop_ext4
+from helpers import PYTHON
+from mountns import HOLD_MMAP, HOLD_ROOT, Processes, in_mount_namespace, loop_ext4
 
 from hanode.system.holders import _map_field, find_holders, protected_pids
 

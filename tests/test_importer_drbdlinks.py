@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_hanode
 
-from hanode.config import LinkSpec, parse
+from hanode.config import parse
 from hanode.errors import ConfigError
 from hanode.importers.drbdlinks import import_drbdlinks, read_drbdlinks
+from hanode.resources.filesystem import FilesystemConfig
+from hanode.resources.links import LinksConfig, LinkSpec
+from hanode.resources.services import ServicesConfig
 
 DRBDLINKS_CONF = """\
 #
@@ -96,10 +98,11 @@ def test_import_keeps_comments_and_replaces_links(tmp_path: Path) -> None:
     assert text.index("# services come last") < text.index("[services]")
     assert text.index("[links]") < text.index("# services come last")
     config = parse(text, toml)
-    assert config.links is not None
-    assert config.links.mountpoint == "/srv"
-    assert list(config.links.links) == expected
-    assert config.services is not None and config.filesystem is not None
+    links = config.of(LinksConfig)
+    assert links is not None
+    assert links.mountpoint == "/srv"
+    assert list(links.links) == expected
+    assert config.of(ServicesConfig) is not None and config.of(FilesystemConfig) is not None
     assert os.stat(toml).st_mode & 0o777 == 0o600  # the mode is kept
 
     lines = report.lines()
@@ -128,9 +131,9 @@ def test_a_new_hanode_toml_is_created(tmp_path: Path) -> None:
     report = import_drbdlinks(conf, toml)
     assert report.created and report.unsupported == []
     assert os.stat(toml).st_mode & 0o777 == 0o644
-    config = parse(toml.read_text(), toml)
-    assert config.links is not None
-    assert config.links.links == (LinkSpec("/etc/apache2", "/srv/etc/apache2"),)
+    links = parse(toml.read_text(), toml).of(LinksConfig)
+    assert links is not None
+    assert links.links == (LinkSpec("/etc/apache2", "/srv/etc/apache2"),)
     assert f"created {toml} with a [links] section" in report.lines()
 
 
@@ -142,8 +145,8 @@ def test_links_are_added_when_there_were_none(tmp_path: Path) -> None:
     report = import_drbdlinks(conf, toml)
     assert report.replaced_links is None
     assert f"added a [links] section to {toml}" in report.lines()
-    config = parse(toml.read_text(), toml)
-    assert config.links is not None and config.links.mountpoint == "/srv"  # from [filesystem]
+    links = parse(toml.read_text(), toml).of(LinksConfig)
+    assert links is not None and links.mountpoint == "/srv"  # from [filesystem]
 
 
 def test_bind_mount_links_are_not_imported(tmp_path: Path) -> None:
@@ -202,25 +205,13 @@ def test_errors_name_the_cause_and_leave_the_toml_alone(tmp_path: Path) -> None:
 def test_cli_verb(tmp_path: Path) -> None:
     conf = _write(tmp_path / "drbdlinks.conf", "mountpoint('/srv')\nlink('/etc/a')\ndebug(1)\n")
     toml = tmp_path / "hanode.toml"
-    done = subprocess.run(
-        [
-            "/usr/bin/python3",
-            "-m",
-            "hanode",
-            "-c",
-            str(toml),
-            "--insecure-config",
-            "import-drbdlinks",
-            str(conf),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).resolve().parent.parent,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
+    # through the CLI as the package runs it (Debian's python3): the verb, its output, its file
+    done = run_hanode("-c", str(toml), "--insecure-config", "import-drbdlinks", str(conf))
     assert done.returncode == 0, done.stderr
     assert f"read {conf}: mountpoint /srv, 1 links" in done.stdout
+    assert f"created {toml} with a [links] section" in done.stdout
     assert "`debug(1)`" in done.stdout
-    assert parse(toml.read_text(), toml).links is not None
-    assert sys.executable  # the CLI ran under Debian's python3, as the package does
+    links = parse(toml.read_text(), toml).of(LinksConfig)
+    assert links is not None
+    assert links.links == (LinkSpec("/etc/a", "/srv/etc/a"),)
+    assert os.stat(toml).st_mode & 0o777 == 0o644

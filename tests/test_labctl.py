@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import PYTHON, missing
 
 LAB = Path(__file__).resolve().parent / "lab"
 LABCTL = LAB / "labctl"
@@ -39,7 +40,7 @@ def bare_path(tmp_path: Path) -> Path:
     """A PATH directory holding python3 only: every tool the lab runs is hidden."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    (folder / "python3").symlink_to("/usr/bin/python3")
+    (folder / "python3").symlink_to(PYTHON)
     return folder
 
 
@@ -81,8 +82,9 @@ def test_status_needs_no_tool(bare_path: Path) -> None:
 
 
 @pytest.mark.root
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
 def test_not_root_is_one_line() -> None:
+    if shutil.which("setpriv") is None:
+        missing("setpriv (util-linux) is not installed")
     done = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(LABCTL), "up"],
         capture_output=True,

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from mountns import in_mount_namespace
 
-from hanode.config import LinksConfig, LinkSpec
 from hanode.errors import StepFailed
 from hanode.resources import Context, Level, State
 from hanode.resources import links as links_module
-from hanode.resources.links import Links, LinkState, link_status
+from hanode.resources.links import Links, LinksConfig, LinkSpec, LinkState, link_status
 
 
 class Tree:

@@ -1,4 +1,5 @@
-"""Console and progress output: one line per step, a live line on a terminal."""
+"""Console and progress output: one line per step, a live line on a terminal; and the
+journal entry of each step, with its HANODE_* fields, as python3-systemd sends it."""
 
 from __future__ import annotations
 
@@ -6,16 +7,23 @@ import io
 import logging
 import os
 import pty
+import socket
 import subprocess
-import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from helpers import PYTHON
+from mountns import in_mount_namespace
 
 from hanode import log as hlog
+from hanode.engine import Engine
+from hanode.errors import HanodeError, StepFailed
+from hanode.resources import Context, Resource, State, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,14 +37,14 @@ def console() -> Iterator[io.StringIO]:
 
 
 def test_step_event_is_one_readable_line(console: io.StringIO) -> None:
-    hlog.step_event("drbd", "start", "done", 1.234, "Primary, peer Secondary")
+    hlog.step_event("drbd", "start", "done", 1.234, "Primary, peer Secondary", logging.INFO)
     assert console.getvalue() == (
         "drbd        start     done           1.23s  Primary, peer Secondary\n"
     )
 
 
 def test_failed_steps_are_marked_as_errors(console: io.StringIO) -> None:
-    hlog.step_event("filesystem", "stop", "failed", 30.0, "busy")
+    hlog.step_event("filesystem", "stop", "failed", 30.0, "busy", logging.ERROR)
     assert console.getvalue().startswith("hanode: error: filesystem  stop      failed")
 
 
@@ -75,7 +83,7 @@ def test_progress_on_a_terminal_redraws_one_line() -> None:
     controller, terminal = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     child = subprocess.Popen(
-        [sys.executable, "-c", SPIN], stdin=terminal, stdout=terminal, stderr=terminal, env=env
+        [PYTHON, "-c", SPIN], stdin=terminal, stdout=terminal, stderr=terminal, env=env
     )
     os.close(terminal)
     output = b""
@@ -117,10 +125,128 @@ def test_under_systemd_each_line_reaches_the_journal_once(
         monkeypatch.setenv("JOURNAL_STREAM", f"{stream_id[0]}:{stream_id[1]}")
         try:
             hlog.setup(stream=stderr)
-            hlog.step_event("address", "start", "done", 2.35, "192.0.2.10/24 on eth0")
+            hlog.step_event(
+                "address", "start", "done", 2.35, "192.0.2.10/24 on eth0", logging.INFO
+            )
         finally:
             logging.getLogger("hanode").handlers.clear()
         stderr.seek(0)
         written = stderr.read()
     assert journal.lines == ["address     start     done           2.35s  192.0.2.10/24 on eth0"]
     assert written == ("" if under_systemd else journal.lines[0] + "\n")
+
+
+# -- root: the journal entries, as journald receives them -----------------------------------
+
+
+class Flag(Resource):
+    """A trivial resource: UP while its flag file exists; its start can take time or fail."""
+
+    def __init__(
+        self, name: str, directory: Path, *, delay: float = 0.0, fail: bool = False
+    ) -> None:
+        self.name = name
+        self.flag = directory / f"{name}.up"
+        self.delay = delay
+        self.fail = fail
+
+    def probe(self) -> Status:
+        return Status(State.UP if self.flag.exists() else State.DOWN, self.flag.name)
+
+    def start(self, ctx: Context) -> None:
+        time.sleep(self.delay)
+        if self.fail:
+            raise StepFailed(f"{self.name} broke")
+        self.flag.touch()
+
+    def stop(self, ctx: Context) -> None:
+        self.flag.unlink(missing_ok=True)
+
+    def plan_start(self) -> list[str]:
+        return [f"create {self.flag}"]
+
+    def plan_stop(self) -> list[str]:
+        return [f"remove {self.flag}"]
+
+
+def parse_native(datagram: bytes) -> dict[str, str]:
+    """One entry in journald's native protocol: ``KEY=value`` lines; a value with a newline
+    is ``KEY``, its length (64-bit little-endian), the value and a newline."""
+    fields: dict[str, str] = {}
+    rest = datagram
+    while rest:
+        line, _, rest = rest.partition(b"\n")
+        if b"=" in line:
+            key, _, value = line.partition(b"=")
+        else:
+            key, size, rest = line, int.from_bytes(rest[:8], "little"), rest[8:]
+            value, rest = rest[:size], rest[size + 1 :]
+        fields[key.decode()] = value.decode()
+    return fields
+
+
+@contextmanager
+def journald_socket(path: str) -> Iterator[list[dict[str, str]]]:
+    """A datagram socket bound at ``path``, drained by a thread into the list yielded: the
+    sender blocks on a full queue, and net.unix.max_dgram_qlen can be as low as 10."""
+    entries: list[dict[str, str]] = []
+    finished = threading.Event()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(0.05)
+
+        def drain() -> None:
+            while True:
+                try:
+                    entries.append(parse_native(sock.recv(1 << 20)))
+                except TimeoutError:
+                    if finished.is_set():
+                        return
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            yield entries
+        finally:
+            finished.set()
+            reader.join()
+
+
+@pytest.mark.root
+def test_each_step_is_a_journal_entry_with_its_hanode_fields(tmp_path: Path) -> None:
+    """hanode's journal handler (python3-systemd, libsystemd) sends to a socket bound where
+    journald's is, in a private mount namespace: what journald would receive, unmocked."""
+
+    def scenario() -> None:
+        # a /run of this namespace's own: a real journald on the host sees none of it
+        subprocess.run(["mount", "-t", "tmpfs", "hanode-test-run", "/run"], check=True)
+        Path(hlog._JOURNAL_SOCKET).parent.mkdir(parents=True)
+        os.environ.pop("HANODE_NO_JOURNAL", None)
+        os.environ.pop("JOURNAL_STREAM", None)
+        engine = Engine(
+            [Flag("a", tmp_path, delay=0.2), Flag("b", tmp_path, fail=True)], state_dir=tmp_path
+        )
+        with journald_socket(hlog._JOURNAL_SOCKET) as entries:
+            hlog.setup(stream=io.StringIO())
+            try:
+                with pytest.raises(HanodeError, match="start failed at b: b broke"):
+                    engine.start(Context())
+            finally:
+                logging.getLogger("hanode").handlers.clear()
+        steps = [entry for entry in entries if "HANODE_STEP" in entry]
+        assert [
+            (e["HANODE_STEP"], e["HANODE_ACTION"], e["HANODE_RESULT"], e["PRIORITY"]) for e in steps
+        ] == [
+            ("a", "start", "done", "6"),
+            ("b", "start", "failed", "3"),  # an error in the journal, not just a line
+            ("b", "rollback", "rolled-back", "6"),
+            ("a", "rollback", "rolled-back", "6"),
+        ], steps
+        seconds = [float(entry["HANODE_SECONDS"]) for entry in steps]
+        assert seconds[0] >= 0.2 and all(s < 0.2 for s in seconds[1:]), seconds
+        assert all(entry["SYSLOG_IDENTIFIER"] == "hanode" for entry in steps)
+        assert steps[0]["MESSAGE"].startswith("a           start     done")
+        assert steps[0]["MESSAGE"].endswith("s  a.up")
+        assert steps[1]["MESSAGE"].endswith("s  b broke")
+
+    in_mount_namespace(scenario)

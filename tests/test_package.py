@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,14 +31,17 @@ import time
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 import tomlkit
+from helpers import missing
 
 from hanode import config
 from hanode.cli import build_parser
 from hanode.errors import Exit, StatusExit
+from hanode.resources import kinds
+from hanode.resources.links import LinksConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 MAN8 = ROOT / "man" / "hanode.8.md"
@@ -75,13 +77,8 @@ ALLOWED_TAGS = {"initial-upload-closes-no-bugs"}
 # "E: hanode: tag-name [context]", "W: hanode source: tag", "I: hanode: tag"
 LINTIAN_LINE = re.compile(r"^(?P<level>[EWIPXO]): (?P<what>[^:]+): (?P<tag>[a-z0-9][a-z0-9.+-]*)")
 
-SECTIONS = {
-    "drbd": config.DrbdConfig,
-    "filesystem": config.FilesystemConfig,
-    "links": config.LinksConfig,
-    "address": config.AddressConfig,
-    "services": config.ServicesConfig,
-}
+# section -> its settings dataclass, from the resource registry: a new kind is checked too
+SECTIONS = {kind.section: kind.settings for kind in kinds()}
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -91,15 +88,8 @@ def needs(program: str) -> str:
     """The path of a tool the package tests need: skip without it, fail in CI."""
     found = shutil.which(program, path=SYSTEM_PATH)
     if found is None:
-        missing(program)
+        missing(f"{program} is not installed")
     return found
-
-
-def missing(what: str) -> NoReturn:
-    """A tool or package the tests need is absent: skip, but fail in CI."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is missing in CI: tests/setup-host installs it")
-    pytest.skip(f"{what} is not installed")
 
 
 def system_env(**extra: str) -> dict[str, str]:
@@ -149,13 +139,6 @@ def unit_file() -> configparser.ConfigParser:
     return parser
 
 
-def default_of(cls: type, name: str) -> Any:
-    for field in dataclasses.fields(cls):
-        if field.name == name:
-            return field.default
-    raise AssertionError(f"{cls.__name__} has no field {name}")
-
-
 # -- unit tier: the documentation and the unit agree with the code ---------------------
 
 
@@ -188,7 +171,7 @@ def test_config_man_page_documents_every_key_with_its_default() -> None:
     for name, cls in SECTIONS.items():
         body = man_section(text, f"[{name}]")
         for field in dataclasses.fields(cls):
-            if cls is config.LinksConfig and field.name == "links":
+            if cls is LinksConfig and field.name == "links":
                 key_paragraph(body, "links")
                 continue
             key = field.name.replace("_", "-")
@@ -245,7 +228,7 @@ def completions(*words: str) -> list[str]:
 
 def test_completion_offers_every_verb_and_option() -> None:
     if not BASH_COMPLETION.exists():
-        missing("bash-completion")
+        missing("bash-completion is not installed")
     parser = build_parser()
     verbs = verb_parsers(parser)
     assert sorted(completions("")) == sorted(verbs)
@@ -270,24 +253,14 @@ def test_unit_runs_hanode_as_a_oneshot_that_stays_active() -> None:
 
 
 def test_unit_timeouts_cover_hanodes_own_bounds() -> None:
-    from hanode.resources import drbd, filesystem
-    from hanode.system import drbdstate
-
+    # the how-to's cluster (the shipped config, uncommented), each step at its own bounds
+    uncommented = re.sub(r"^# ", "", SHIPPED.read_text(), flags=re.M)
+    parsed = config.parse(uncommented, SHIPPED)
+    assert parsed.sections() == list(SECTIONS)
+    settings = [(kind, parsed.settings[kind.section]) for kind in kinds()]
+    start = sum(kind.start_budget(value) for kind, value in settings)
+    stop = sum(kind.stop_budget(value) for kind, value in settings)
     unit = unit_file()
-    units = 2  # the how-to's services: postgresql and apache2
-    services = units * default_of(config.ServicesConfig, "timeout")
-    stop = (
-        services
-        + default_of(config.FilesystemConfig, "stop_timeout")
-        + 2 * drbd.COMMAND_TIMEOUT  # drbdadm secondary, then secondary --force
-    )
-    start = (
-        2 * drbd.COMMAND_TIMEOUT  # drbdadm up, drbdadm primary
-        + drbdstate.DEFAULT_TIMEOUT  # the wait for the peer
-        + filesystem.MOUNT_TIMEOUT
-        + 2  # duplicate-address probe and first ARP burst
-        + services
-    )
     assert int(unit["Service"]["TimeoutStopSec"]) >= stop
     # a failed start rolls back within the same job
     assert int(unit["Service"]["TimeoutStartSec"]) >= start + stop
@@ -622,8 +595,8 @@ def test_installed_check_of_the_example_reports_missing_devices(
         "address": "eth0",
         "services": "system bus",
     }
-    for step, missing in expected.items():
-        assert any(missing in message for message in findings.get(step, [])), (step, output)
+    for step, named in expected.items():
+        assert any(named in message for message in findings.get(step, [])), (step, output)
     assert re.search(r"^\d+ problem\(s\) found", result.stdout, re.M), output
 
 

@@ -23,10 +23,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from helpers import PYTHON
 
-from hanode.config import ServicesConfig
 from hanode.resources import Finding, Level
-from hanode.resources.services import Services, unit_findings
+from hanode.resources.services import Services, ServicesConfig, unit_findings
 from hanode.system.dbus import ActiveState, BusError, JobOutcome, Systemd, UnitInfo
 
 HERE = Path(__file__).resolve().parent
@@ -262,6 +262,36 @@ def test_a_failing_unit_rolls_back_through_hanode_start(box: Any, conf_dir: Path
     assert box.hanode(*conf, "stop").returncode == 0
     assert box.hanode(*conf, "status").returncode == 3  # all down
     assert show(box, FIRST)["ActiveState"] == show(box, SECOND)["ActiveState"] == "inactive"
+
+
+@pytest.mark.systemd
+def test_each_step_outcome_is_in_the_journal_with_its_hanode_fields(
+    box: Any, conf_dir: Path
+) -> None:
+    """`journalctl HANODE_STEP=services` finds what hanode start and stop did, as the
+    container's journald stored it, with the seconds of the run reports."""
+    config = conf_dir / "hanode.toml"
+    config.write_text(f'[services]\nunits = ["{FIRST}", "{SECOND}"]\ntimeout = 20\n')
+    conf = ("-c", "/opt/hanode-conf/hanode.toml", "--insecure-config")
+    assert box.hanode(*conf, "start").returncode == 0
+    assert box.hanode(*conf, "stop").returncode == 0
+    box.run(["journalctl", "--sync"], check=True)
+    result = box.run(
+        ["journalctl", "-o", "json", "SYSLOG_IDENTIFIER=hanode", "HANODE_STEP=services"],
+        check=True,
+    )
+    entries = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert [(e["HANODE_ACTION"], e["HANODE_RESULT"], e["PRIORITY"]) for e in entries] == [
+        ("start", "done", "6"),
+        ("stop", "done", "6"),
+    ], entries
+    for entry in entries:
+        action = entry["HANODE_ACTION"]
+        report = json.loads(box.run(["cat", f"/run/hanode/last-{action}.json"]).stdout)
+        (step,) = report["steps"]
+        assert step["step"] == "services"
+        assert abs(float(entry["HANODE_SECONDS"]) - step["seconds"]) < 0.002, (entry, step)
+        assert entry["MESSAGE"].startswith(f"services    {action:<9} done"), entry["MESSAGE"]
 
 
 @pytest.mark.systemd
@@ -501,7 +531,7 @@ def test_hanode_dbus_imports_quickly() -> None:
     # (dataclasses, enum, typing, hanode.resources) is loaded first so it is not counted.
     code = "import dataclasses, enum, typing, hanode.resources; import hanode.system.dbus"
     result = subprocess.run(
-        ["/usr/bin/python3", "-X", "importtime", "-c", code],
+        [PYTHON, "-X", "importtime", "-c", code],
         capture_output=True,
         text=True,
         check=True,

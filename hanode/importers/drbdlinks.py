@@ -22,8 +22,8 @@ import tomlkit.exceptions
 from tomlkit.items import Comment, Table, Whitespace
 
 from hanode import config as hconfig
-from hanode.config import LinkSpec
 from hanode.errors import ConfigError
+from hanode.resources.links import LinkSpec
 
 # drbdlinks' other directives, with what hanode does instead (or why it does not)
 _OTHER_DIRECTIVES = {

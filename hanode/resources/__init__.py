@@ -1,23 +1,31 @@
-"""What every resource is: probe, start, stop, check; and the fixed order of them.
+"""What every resource is: probe, start, stop, check; and the registry of the kinds.
 
-A resource knows its own config section and nothing of the others, the engine or the
-CLI. The engine probes before it acts, skips what is already in the wanted state and
-rolls back on failure; a resource only has to make its own start and stop idempotent
+A resource kind is one module in this package: its class names its hanode.toml section,
+its place in the start order, its config type and parser, and the worst-case seconds of
+its start and stop (the unit's timeout budget). Everything else (the config's sections,
+their order, the docs-agree tests) is derived from the classes found here. A resource
+knows its own config section and nothing of the others, the engine or the CLI. The
+engine probes before it acts, skips what is already in the wanted state and rolls back
+on failure; a resource only has to make its own start and stop idempotent
 and safe to call on a half-done state.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from hanode.config import Config
+    from hanode.config import Config, Table
+
+SettingsT = TypeVar("SettingsT")
 
 
 class State(StrEnum):
@@ -94,8 +102,8 @@ def _quiet_progress() -> AbstractContextManager[ProgressLine]:
     return _QuietProgress()
 
 
-class Resource(ABC):
-    """One step of the start/stop pipeline.
+class Resource(ABC, Generic[SettingsT]):
+    """One step of the start/stop pipeline, configured by one hanode.toml section.
 
     Contract:
     - ``probe()`` reads, never changes, and never raises for a missing device or tool:
@@ -106,9 +114,38 @@ class Resource(ABC):
     - ``plan_start()``/``plan_stop()`` describe, without changing anything, the actions
       the step would take from the probed state (for --dry-run).
     - ``check()`` validates this node for the config without changing anything.
+
+    A kind declares ``section`` (its table in hanode.toml, also its step name), ``order``
+    (its place in start; stop is the reverse), ``settings`` (the frozen dataclass its
+    ``parse`` returns) and the budgets; the registry (``kinds()``) finds it by itself.
     """
 
-    name: ClassVar[str]
+    section: ClassVar[str]
+    order: ClassVar[int]
+    settings: ClassVar[type]
+
+    name: str  # the step's name in logs, reports and status: its section
+
+    def __init__(self, config: SettingsT) -> None:
+        self.config = config
+        self.name = self.section
+
+    # A kind overrides these three; kinds() refuses one that does not.
+
+    @classmethod
+    def parse(cls, table: Table, parsed: Mapping[str, object]) -> SettingsT:
+        """This section's settings from its table; ``parsed``: the sections before it."""
+        raise NotImplementedError
+
+    @classmethod
+    def start_budget(cls, config: SettingsT) -> float:
+        """The longest a start of this step can take, in seconds, by its own bounds."""
+        raise NotImplementedError
+
+    @classmethod
+    def stop_budget(cls, config: SettingsT) -> float:
+        """The longest a stop of this step can take, in seconds, by its own bounds."""
+        raise NotImplementedError
 
     @abstractmethod
     def probe(self) -> Status:
@@ -143,29 +180,36 @@ class Resource(ABC):
         return []
 
 
-# The fixed start order; stop is the exact reverse. (section, module, class)
-ORDER: tuple[tuple[str, str, str], ...] = (
-    ("drbd", "hanode.resources.drbd", "Drbd"),
-    ("filesystem", "hanode.resources.filesystem", "Filesystem"),
-    ("links", "hanode.resources.links", "Links"),
-    ("address", "hanode.resources.address", "FloatingAddress"),
-    ("services", "hanode.resources.services", "Services"),
-)
+@functools.cache
+def kinds() -> tuple[type[Resource[Any]], ...]:
+    """Every resource kind of this package, in start order.
 
-
-def build(config: Config) -> list[Resource]:
-    """The configured resources in start order.
-
-    Modules are imported only for configured sections, so a node that uses a few steps
-    does not pay the import time of the others (pyroute2 is the heaviest).
+    Each module here defines at most one kind. The modules import their heavy libraries
+    (pyroute2, jeepney, the journal) only when they act, so finding the kinds is cheap.
     """
-    return list(_iter_build(config))
+    found: list[type[Resource[Any]]] = []
+    for module_info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        found.extend(
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, Resource)
+            and value.__module__ == module.__name__
+            and "section" in vars(value)
+        )
+    orders = [kind.order for kind in found]
+    if len(set(orders)) != len(orders) or len({kind.section for kind in found}) != len(found):
+        raise RuntimeError(f"resource kinds share an order or a section: {found}")
+    for kind in found:
+        for method in ("parse", "start_budget", "stop_budget"):
+            if method not in vars(kind):
+                raise RuntimeError(f"resource kind {kind.__name__} does not define {method}()")
+    return tuple(sorted(found, key=lambda kind: kind.order))
 
 
-def _iter_build(config: Config) -> Iterator[Resource]:
-    for section, module_name, class_name in ORDER:
-        section_config = getattr(config, section)
-        if section_config is None:
-            continue
-        module = importlib.import_module(module_name)
-        yield getattr(module, class_name)(section_config)
+def build(config: Config) -> list[Resource[Any]]:
+    """The configured resources, in start order."""
+    return [
+        kind(config.settings[kind.section]) for kind in kinds() if kind.section in config.settings
+    ]

@@ -18,19 +18,18 @@ import errno
 import ipaddress
 import logging
 import os
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
+from hanode.config import Table
 from hanode.errors import Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
 from hanode.system import announce
-
-if TYPE_CHECKING:
-    from hanode.config import AddressConfig
 
 log = logging.getLogger("hanode.address")
 
@@ -46,6 +45,36 @@ DAD_POLL = 0.05  # seconds between looks at the tentative flag
 DAD_MARGIN = 3.0  # seconds allowed beyond the kernel's own DAD time
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+IFNAMSIZ = 16  # the kernel's limit, NUL included: names and labels are <= 15 characters
+
+
+@dataclass(frozen=True)
+class AddressConfig:
+    """The [address] section."""
+
+    ip: IPInterface
+    interface: str
+    label: str  # IPv4 only: IPv6 addresses carry no label in Linux
+    arp_count: int = 5
+    probe: bool = True
+
+
+def _ip(table: Table) -> IPInterface:
+    text = table.string("ip")
+    if "/" not in text:
+        raise table.error("ip", f"needs a prefix length, got {text!r}", 'e.g. "192.0.2.10/24"')
+    try:
+        ip = ipaddress.ip_interface(text)
+    except ValueError as err:
+        raise table.error("ip", f"not an IP address with prefix: {err}") from None
+    if ip.ip.is_multicast or ip.ip.is_unspecified or ip.ip.is_loopback:
+        raise table.error("ip", f"{ip.ip} cannot be a floating address")
+    edges = (ip.network.network_address, ip.network.broadcast_address)
+    if ip.version == 4 and ip.network.prefixlen < 31 and ip.ip in edges:
+        raise table.error("ip", f"{ip.ip} is the network or broadcast address of {ip.network}")
+    return ip
 
 
 @dataclass(frozen=True)
@@ -261,13 +290,50 @@ def scan(ipr: Any, config: AddressConfig) -> AddressScan:
 # -- the resource -------------------------------------------------------------------
 
 
-class FloatingAddress(Resource):
+class FloatingAddress(Resource[AddressConfig]):
     """The service address that follows the active node."""
 
-    name: ClassVar[str] = "address"
+    section = "address"
+    order = 40
+    settings = AddressConfig
 
-    def __init__(self, config: AddressConfig) -> None:
-        self.config = config
+    @classmethod
+    def parse(cls, table: Table, parsed: Mapping[str, object]) -> AddressConfig:
+        """[address]: ip/prefix, interface and label; the announcements and the probe."""
+        ip = _ip(table)
+        interface = table.string("interface")
+        if len(interface) >= IFNAMSIZ or not re.fullmatch(r"[A-Za-z0-9_.@-]+", interface):
+            raise table.error("interface", f"not an interface name: {interface!r}")
+        label = table.string("label", f"{interface}:1")
+        if len(label) >= IFNAMSIZ:
+            raise table.error(
+                "label", f"{label!r} is {len(label)} characters; the kernel allows at most 15"
+            )
+        if not label.startswith(interface):
+            raise table.error(
+                "label",
+                f"{label!r} must start with the interface name {interface!r}",
+                f'e.g. "{interface}:1"',
+            )
+        return AddressConfig(
+            ip=ip,
+            interface=interface,
+            label=label,
+            arp_count=table.integer("arp-count", 0, 100, 5),
+            probe=table.get("probe", bool, True),
+        )
+
+    @classmethod
+    def start_budget(cls, config: AddressConfig) -> float:
+        """The duplicate probe, IPv6's DAD (a second by default), the first burst."""
+        probe = announce.PROBE_TIMEOUT if config.probe else 0.0
+        dad = 0.0 if config.ip.version == 4 else 1.0 + DAD_MARGIN
+        return probe + dad + config.arp_count * announce.INTERVAL
+
+    @classmethod
+    def stop_budget(cls, config: AddressConfig) -> float:
+        """One netlink delete."""
+        return 1.0
 
     @property
     def _v4(self) -> bool:
@@ -314,29 +380,56 @@ class FloatingAddress(Resource):
         """Already up: announce it again (start does no probe and no add then)."""
         self.start(ctx)
 
-    def _usable_link(self, found: AddressScan) -> Interface:
+    def _interface_problems(self, found: AddressScan) -> list[Finding]:
+        """What keeps the configured interface from carrying the address (start and check)."""
         name = self.config.interface
         link = found.link
         if link is None:
-            raise StepFailed(
-                f"interface {name} does not exist", "check [address] interface in the config"
-            )
+            return [
+                Finding(
+                    Level.ERROR,
+                    f"interface {name} does not exist",
+                    "check [address] interface; `ip link` lists them",
+                )
+            ]
+        problems = []
         if not link.up:
-            raise StepFailed(f"interface {name} is down", f"bring it up: ip link set {name} up")
-        if not link.carrier:
-            raise StepFailed(
-                f"interface {name} has no carrier (link down)", "check its cable or switch port"
+            problems.append(
+                Finding(Level.ERROR, f"interface {name} is down", f"ip link set {name} up")
+            )
+        elif not link.carrier:
+            problems.append(
+                Finding(
+                    Level.ERROR,
+                    f"interface {name} has no carrier (link down)",
+                    "check its cable or switch port",
+                )
             )
         if not self._v4 and ipv6_disabled(name):
-            raise StepFailed(
-                f"IPv6 is disabled on {name}", f"sysctl -w net.ipv6.conf.{name}.disable_ipv6=0"
+            problems.append(
+                Finding(
+                    Level.ERROR,
+                    f"IPv6 is disabled on {name}",
+                    f"sysctl -w net.ipv6.conf.{name}.disable_ipv6=0",
+                )
             )
         if self._v4 and self.config.arp_count and link.mac is None:
-            raise StepFailed(
-                f"interface {name} has no Ethernet address: cannot announce {self.config.ip.ip}",
-                "set [address] arp-count = 0 for a non-Ethernet interface",
+            problems.append(
+                Finding(
+                    Level.ERROR,
+                    f"interface {name} has no Ethernet address: "
+                    f"cannot announce {self.config.ip.ip}",
+                    "set [address] arp-count = 0 for a non-Ethernet interface",
+                )
             )
-        return link
+        return problems
+
+    def _usable_link(self, found: AddressScan) -> Interface:
+        problems = self._interface_problems(found)
+        if problems or found.link is None:
+            first = problems[0]
+            raise StepFailed(first.message, first.hint)
+        return found.link
 
     def _refuse_foreign(self, found: AddressScan) -> None:
         config = self.config
@@ -588,43 +681,13 @@ class FloatingAddress(Resource):
     def check(self) -> list[Finding]:
         """The interface is there and up, the address is not elsewhere, raw sockets open."""
         config = self.config
-        findings: list[Finding] = []
         try:
             found = self._scan()
         except OSError as err:
             return [Finding(Level.ERROR, f"cannot read interfaces over netlink: {err}")]
-        link = found.link
-        name = config.interface
-        if link is None:
-            return [
-                Finding(
-                    Level.ERROR,
-                    f"interface {name} does not exist",
-                    "check [address] interface; `ip link` lists them",
-                )
-            ]
-        if not link.up:
-            findings.append(
-                Finding(Level.ERROR, f"interface {name} is down", f"ip link set {name} up")
-            )
-        elif not link.carrier:
-            findings.append(Finding(Level.WARNING, f"interface {name} has no carrier"))
-        if self._v4 and config.arp_count and link.mac is None:
-            findings.append(
-                Finding(
-                    Level.ERROR,
-                    f"interface {name} has no Ethernet address: cannot announce",
-                    "set [address] arp-count = 0",
-                )
-            )
-        if not self._v4 and ipv6_disabled(name):
-            findings.append(
-                Finding(
-                    Level.ERROR,
-                    f"IPv6 is disabled on {name}",
-                    f"sysctl -w net.ipv6.conf.{name}.disable_ipv6=0",
-                )
-            )
+        findings = self._interface_problems(found)
+        if found.link is None:
+            return findings
         try:
             self._refuse_foreign(found)
         except Refused as err:
@@ -637,7 +700,9 @@ class FloatingAddress(Resource):
         if not findings:
             where = "present" if found.exact(config) else "not present"
             findings.append(
-                Finding(Level.OK, f"interface {name} is up; {config.ip} is {where} on it")
+                Finding(
+                    Level.OK, f"interface {config.interface} is up; {config.ip} is {where} on it"
+                )
             )
         return findings
 

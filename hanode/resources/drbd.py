@@ -20,13 +20,11 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
-from jeepney import DBusAddress, DBusErrorResponse, new_method_call  # type: ignore[import]
-from jeepney.io.blocking import open_dbus_connection  # type: ignore[import]
-
-from hanode.config import DemoteFailure, DrbdConfig
+from hanode.config import Table
 from hanode.errors import ConfigError, HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
 from hanode.run import CommandError, Completed, run, stderr_tail
@@ -46,6 +44,7 @@ from hanode.system.drbdstate import (
     WaitOutcome,
 )
 from hanode.system.holders import find_holders
+from hanode.system.mountinfo import mount_points_of
 
 log = logging.getLogger("hanode.drbd")
 
@@ -54,8 +53,38 @@ POLL_SECONDS = 0.25  # between reads of the state while waiting for the peer
 COMMAND_TIMEOUT = 30.0  # s for one drbdadm call: they answer in milliseconds unless stuck
 SECONDARY_FORCE_SINCE = (9, 1)  # `drbdsetup secondary --force` (I/O of openers fails)
 
-# DRBD 9's `drbdsetup status --json` exists or not: asked once per process.
-_json_status_supported: dict[str, bool] = {}
+
+class DemoteFailure(StrEnum):
+    """What to do when ``drbdadm secondary`` fails on stop."""
+
+    FAIL = "fail"
+    FORCE = "force"
+    REBOOT = "reboot"
+
+
+@dataclass(frozen=True)
+class DrbdConfig:
+    """The [drbd] section."""
+
+    resource: str
+    wfc_timeout: int | None = None  # None: from `drbdadm dump`, else 10
+    degr_wfc_timeout: int | None = None
+    outdated_wfc_timeout: int | None = None
+    become_primary_on: str | None = None  # None: from drbd.conf's startup section
+    on_demote_failure: DemoteFailure = DemoteFailure.FAIL
+
+
+def _timeout(table: Table, key: str) -> int | None:
+    value: int | None = table.get(key, int, None)
+    if value is None:
+        return None
+    if value == 0:
+        raise table.error(
+            key, "0 would wait for the peer forever; hanode never does", "give a timeout in seconds"
+        )
+    if not 1 <= value <= 86400:
+        raise table.error(key, f"must be between 1 and 86400 seconds, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -66,10 +95,39 @@ class _Demotion:
     hint: str
 
 
-class Drbd(Resource):
+class Drbd(Resource[DrbdConfig]):
     """One DRBD resource: Primary when started, Secondary (still up) when stopped."""
 
-    name = "drbd"
+    section = "drbd"
+    order = 10
+    settings = DrbdConfig
+
+    @classmethod
+    def parse(cls, table: Table, parsed: Mapping[str, object]) -> DrbdConfig:
+        """[drbd]: the resource name, the wfc timeouts, become-primary-on, escalation."""
+        resource = table.string("resource")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", resource):
+            raise table.error("resource", f"not a DRBD resource name: {resource!r}")
+        return DrbdConfig(
+            resource=resource,
+            wfc_timeout=_timeout(table, "wfc-timeout"),
+            degr_wfc_timeout=_timeout(table, "degr-wfc-timeout"),
+            outdated_wfc_timeout=_timeout(table, "outdated-wfc-timeout"),
+            become_primary_on=table.get("become-primary-on", str, None),
+            on_demote_failure=table.choice("on-demote-failure", DemoteFailure, DemoteFailure.FAIL),
+        )
+
+    @classmethod
+    def start_budget(cls, config: DrbdConfig) -> float:
+        """drbdadm up and primary, and the longest wait for the peer configured."""
+        configured = (config.wfc_timeout, config.degr_wfc_timeout, config.outdated_wfc_timeout)
+        wait = max((t for t in configured if t is not None), default=drbdstate.DEFAULT_TIMEOUT)
+        return 2 * COMMAND_TIMEOUT + wait
+
+    @classmethod
+    def stop_budget(cls, config: DrbdConfig) -> float:
+        """drbdadm secondary, then secondary --force when so configured."""
+        return 2 * COMMAND_TIMEOUT
 
     def __init__(
         self,
@@ -81,13 +139,14 @@ class Drbd(Resource):
         reboot: Callable[[str], None] | None = None,
     ) -> None:
         """``config`` is the [drbd] section; the keyword arguments exist for tests only."""
-        self.config = config
+        super().__init__(config)
         self.resource = config.resource
         self._proc_path = proc_drbd
         self._nodename = nodename or os.uname().nodename  # drbdadm's way of finding itself
         self._device_override = device
         self._reboot = reboot or request_reboot
         self._dump_info: DumpInfo | None = None
+        self._json_status = True  # DRBD 9's `drbdsetup status --json`, until refused
         self._last_version: str | None = None  # of the module, from the last /proc/drbd read
 
     # -- reading ---------------------------------------------------------------------------
@@ -146,7 +205,7 @@ class Drbd(Resource):
         return proc.devices.get(self._host().minor)
 
     def _state_v9(self) -> ResourceState | None:
-        if _json_status_supported.get("drbdsetup", True):
+        if self._json_status:
             argv = ["drbdsetup", "status", "--json", self.resource]
             result = run(argv, timeout=COMMAND_TIMEOUT, check=False)
             if result.returncode == 0:
@@ -155,7 +214,7 @@ class Drbd(Resource):
                 return None  # not up
             if "unrecognized option" not in result.stderr:
                 raise _failed(result)
-            _json_status_supported["drbdsetup"] = False
+            self._json_status = False  # an older drbdsetup: ask drbdadm from now on
         return self._state_from_drbdadm()
 
     def _state_from_drbdadm(self) -> ResourceState | None:
@@ -564,42 +623,16 @@ def describe_openers(device: str) -> str:
     number = st.st_rdev
     holders = find_holders({number})
     parts = [f"held by {holder.describe()}" for holder in holders]
-    parts.extend(f"mounted on {where}" for where in mounts_of(number))
+    parts.extend(f"mounted on {where}" for where in mount_points_of(number))
     if not parts:
         return f"{device} is open, but no process or mount holds it (a kernel user: LVM, md, loop?)"
     return f"{device} is " + "; ".join(parts)
 
 
-def mounts_of(device_number: int, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """Mount points of a device number, from mountinfo's major:minor field (proc(5))."""
-    wanted = f"{os.major(device_number)}:{os.minor(device_number)}"
-    points = []
-    try:
-        with open(mountinfo, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                fields = line.split()
-                if len(fields) > 4 and fields[2] == wanted:
-                    # mountinfo escapes space, tab, newline and backslash as octal
-                    points.append(
-                        re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-                    )
-    except OSError:
-        return []
-    return points
-
-
-LOGIND = "org.freedesktop.login1"
-
-
-def reboot_message() -> object:
-    """login1's Manager.Reboot(interactive=false): a clean reboot, as `systemctl reboot`."""
-    manager = DBusAddress("/org/freedesktop/login1", bus_name=LOGIND, interface=f"{LOGIND}.Manager")
-    message: object = new_method_call(manager, "Reboot", "b", (False,))
-    return message
-
-
 def request_reboot(reason: str) -> None:
     """Write the journal to disk, then ask systemd-logind to reboot the machine."""
+    from hanode.system.dbus import Systemd
+
     log.critical("rebooting: %s", reason)
     try:
         # journald holds recent entries in memory: write them before the machine goes
@@ -607,8 +640,6 @@ def request_reboot(reason: str) -> None:
     except CommandError as err:
         log.warning("journalctl --sync: %s", err)
     os.sync()
-    try:
-        with open_dbus_connection(bus="SYSTEM") as connection:
-            connection.send_and_get_reply(reboot_message(), timeout=10)
-    except (OSError, TimeoutError, DBusErrorResponse) as err:
-        raise StepFailed(f"systemd-logind refused or did not answer the reboot: {err}") from err
+    # the bounded connect and call of the services step: a hung bus cannot hang the stop
+    with Systemd.connect() as bus:
+        bus.reboot()

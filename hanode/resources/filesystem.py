@@ -17,20 +17,20 @@ import shutil
 import signal
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
 
-from hanode.config import FilesystemConfig, Fsck
+from hanode.config import Table
 from hanode.errors import Refused, StepFailed
 from hanode.resources import Context, Finding, Level, ProgressLine, Resource, State, Status
 from hanode.run import CommandError, clean_env, run, stderr_tail
 from hanode.system.holders import Holder, find_holders, protected_pids
+from hanode.system.mountinfo import MountEntry, read_mountinfo, submounts, top_mount_at
 
 log = logging.getLogger("hanode.filesystem")
 
-MOUNTINFO = Path("/proc/self/mountinfo")
 FSTAB = Path("/etc/fstab")
 MOUNT_TIMEOUT = 300.0  # a journal replay after a crash can take minutes
 FSCK_TIMEOUT = 4 * 3600.0  # a full check of a large filesystem takes hours; never cut short
@@ -42,104 +42,66 @@ _FSCK_CORRECTED = 1
 _FSCK_REBOOT = 2
 
 
+class Fsck(StrEnum):
+    """When to check the filesystem before mounting it."""
+
+    NEVER = "never"
+    AUTO = "auto"  # fsck -p: repairs what is safe, fails on what needs a person
+    ALWAYS = "always"  # fsck -f -p: a full check even when marked clean
+
+
 @dataclass(frozen=True)
-class MountEntry:
-    """One line of /proc/self/mountinfo (see proc(5)), with escapes decoded."""
+class FilesystemConfig:
+    """The [filesystem] section."""
 
-    mount_id: int
-    parent_id: int
-    device: int  # st_dev of the files on it; the st_rdev of its block device
-    root: str  # the directory of the filesystem mounted here (not "/" for bind mounts)
+    device: str
     mountpoint: str
-    options: str
-    fstype: str
-    source: str
-    super_options: str
+    type: str = "ext4"
+    options: str = ""
+    kill_holders: bool = True
+    stop_timeout: int = 30
+    fsck: Fsck = Fsck.NEVER
 
 
-_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(field: str) -> str:
-    # the kernel writes space, tab, newline and backslash as \040 \011 \012 \134
-    return _ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), field)
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    """The entries of a mountinfo text, in the kernel's order (parents before children).
-
-    Format (proc(5)): ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE
-    SOURCE SUPER_OPTIONS; fields are separated by single spaces, which the kernel
-    escapes inside fields, so splitting on spaces is exact.
-    """
-    entries = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line:
-            continue
-        fields = line.split(" ")
-        try:
-            separator = fields.index("-", 6)
-            major, minor = fields[2].split(":")
-            entries.append(
-                MountEntry(
-                    mount_id=int(fields[0]),
-                    parent_id=int(fields[1]),
-                    device=os.makedev(int(major), int(minor)),
-                    root=_unescape(fields[3]),
-                    mountpoint=_unescape(fields[4]),
-                    options=fields[5],
-                    fstype=_unescape(fields[separator + 1]),
-                    source=_unescape(fields[separator + 2]),
-                    super_options=fields[separator + 3] if len(fields) > separator + 3 else "",
-                )
-            )
-        except (ValueError, IndexError):
-            raise StepFailed(
-                f"{MOUNTINFO}:{number}: cannot read this mount line: {line!r}",
-                "please report it; hanode will not act on a mount table it cannot read",
-            ) from None
-    return entries
-
-
-def read_mountinfo(path: Path = MOUNTINFO) -> list[MountEntry]:
-    """This process's mount table (its mount namespace's), from /proc/self/mountinfo."""
-    # surrogateescape: a path with bytes that are not UTF-8 still round-trips to os calls
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        return parse_mountinfo(handle.read())
-
-
-def top_mount_at(entries: Sequence[MountEntry], mountpoint: str) -> MountEntry | None:
-    """The visible mount at ``mountpoint``: the last of a stack of mounts on one path."""
-    at = [entry for entry in entries if entry.mountpoint == mountpoint]
-    covered = {entry.parent_id for entry in at}
-    visible = [entry for entry in at if entry.mount_id not in covered]
-    return visible[-1] if visible else None
-
-
-def submounts(entries: Sequence[MountEntry], mount: MountEntry) -> list[MountEntry]:
-    """Every mount below ``mount`` in the mount tree, deepest first (the umount order)."""
-    children: dict[int, list[MountEntry]] = {}
-    for entry in entries:
-        if entry.mount_id != entry.parent_id:
-            children.setdefault(entry.parent_id, []).append(entry)
-    ordered: list[MountEntry] = []
-
-    def visit(parent: MountEntry) -> None:
-        for child in reversed(children.get(parent.mount_id, [])):
-            visit(child)
-            ordered.append(child)
-
-    visit(mount)
-    return ordered
-
-
-class Filesystem(Resource):
+class Filesystem(Resource[FilesystemConfig]):
     """The [filesystem] section: a block device mounted on a mountpoint."""
 
-    name: ClassVar[str] = "filesystem"
+    section = "filesystem"
+    order = 20
+    settings = FilesystemConfig
+
+    @classmethod
+    def parse(cls, table: Table, parsed: Mapping[str, object]) -> FilesystemConfig:
+        """[filesystem]: device, mountpoint, type and options; stop and fsck behaviour."""
+        config = FilesystemConfig(
+            device=table.path("device"),
+            mountpoint=table.path("mountpoint"),
+            type=table.string("type", "ext4"),
+            options=table.get("options", str, ""),
+            kill_holders=table.get("kill-holders", bool, True),
+            stop_timeout=table.integer("stop-timeout", 1, 3600, 30),
+            fsck=table.choice("fsck", Fsck, Fsck.NEVER),
+        )
+        if config.mountpoint == "/":
+            raise table.error("mountpoint", "must not be /")
+        if not re.fullmatch(r"[a-z0-9.]+", config.type):
+            raise table.error("type", f"not a filesystem type: {config.type!r}")
+        if any(ch.isspace() for ch in config.options):
+            raise table.error("options", "must not contain white space", 'use "opt1,opt2"')
+        return config
+
+    @classmethod
+    def start_budget(cls, config: FilesystemConfig) -> float:
+        """The mount (a journal replay), and fsck when configured (never cut short)."""
+        return MOUNT_TIMEOUT + (0 if config.fsck is Fsck.NEVER else FSCK_TIMEOUT)
+
+    @classmethod
+    def stop_budget(cls, config: FilesystemConfig) -> float:
+        """umount, ending the holders within stop-timeout."""
+        return float(config.stop_timeout)
 
     def __init__(self, config: FilesystemConfig) -> None:
-        self.config = config
+        super().__init__(config)
         # the kernel reports canonical paths: compare with the mountpoint's canonical form
         self.mountpoint = os.path.realpath(config.mountpoint)
 

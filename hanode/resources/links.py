@@ -13,18 +13,34 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
 
-from hanode.config import LinksConfig, LinkSpec
-from hanode.errors import StepFailed
+from hanode.config import REQUIRED, Table, check_path, describe, is_below
+from hanode.errors import ConfigError, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
 
 log = logging.getLogger("hanode.links")
 
 SUFFIX = ".drbdlinks"  # drbdlinks' default suffix: the on-disk convention we share
 ASIDE = ".hanode-"  # PATH.hanode-<timestamp>: what replaced a link, kept for the admin
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One symlink of the drbdlinks convention."""
+
+    path: str  # the place services look at, e.g. /etc/apache2
+    target: str  # where it lives on the replicated filesystem, e.g. /srv/etc-apache2
+
+
+@dataclass(frozen=True)
+class LinksConfig:
+    """The [links] section."""
+
+    mountpoint: str
+    links: tuple[LinkSpec, ...]
 
 
 class LinkState(StrEnum):
@@ -47,6 +63,51 @@ class LinkStatus:
         """``/etc/apache2: linked`` or ``/etc/x: damaged (why)``, for status output."""
         text = f"{self.link.path}: {self.state.value}"
         return f"{text} ({self.why})" if self.why else text
+
+
+def _link_spec(table: Table, index: int, entry: object, mountpoint: str) -> LinkSpec:
+    """One entry of [links] links, checked on its own and against the mountpoint."""
+    if not isinstance(entry, dict):
+        raise table.item_error(
+            "links",
+            index,
+            f"expected a table {{ path = ..., target = ... }}, got {describe(entry)}",
+        )
+    unknown = sorted(set(entry) - {"path", "target"})
+    if unknown:
+        raise table.item_error(
+            "links", index, f"unknown key {unknown[0]}", "known keys here: path, target"
+        )
+    for key in ("path", "target"):
+        if key not in entry:
+            raise table.item_error("links", index, f"missing {key}")
+        value = entry[key]
+        if not isinstance(value, str):
+            raise table.item_error(
+                "links", index, f"{key}: expected a string, got {describe(value)}"
+            )
+
+        def error(message: str, value: str = value) -> ConfigError:
+            return table.item_error("links", index, message, value=value)
+
+        check_path(value, error)
+    link = LinkSpec(entry["path"], entry["target"])
+    if not is_below(link.target, mountpoint):
+        raise table.item_error(
+            "links",
+            index,
+            f"target {link.target} is outside the mountpoint {mountpoint}",
+            "targets live on the replicated filesystem",
+            link.target,
+        )
+    if is_below(link.path, mountpoint) or link.path == mountpoint:
+        raise table.item_error(
+            "links",
+            index,
+            f"path {link.path} is inside the mountpoint {mountpoint}",
+            value=link.path,
+        )
+    return link
 
 
 def _same_target(path: str, target: str) -> bool:
@@ -103,13 +164,45 @@ def aside_name(path: str) -> str:
     return candidate
 
 
-class Links(Resource):
+class Links(Resource[LinksConfig]):
     """The [links] section: drbdlinks-compatible symlinks into the mountpoint."""
 
-    name: ClassVar[str] = "links"
+    section = "links"
+    order = 30
+    settings = LinksConfig
 
-    def __init__(self, config: LinksConfig) -> None:
-        self.config = config
+    @classmethod
+    def parse(cls, table: Table, parsed: Mapping[str, object]) -> LinksConfig:
+        """[links]: the mountpoint (default: [filesystem]'s) and the links, in order."""
+        from hanode.resources.filesystem import FilesystemConfig
+
+        filesystem = parsed.get("filesystem")
+        default = filesystem.mountpoint if isinstance(filesystem, FilesystemConfig) else REQUIRED
+        if default is REQUIRED and "mountpoint" not in table.raw:
+            raise table.error(None, "missing mountpoint (no [filesystem] section to take it from)")
+        mountpoint = table.path("mountpoint", default)
+        entries = table.get("links", list)
+        if not entries:
+            raise table.error("links", "must list at least one link")
+        links: list[LinkSpec] = []
+        for index, entry in enumerate(entries):
+            link = _link_spec(table, index, entry, mountpoint)
+            if link.path in (seen.path for seen in links):
+                raise table.item_error(
+                    "links", index, f"path {link.path} is linked twice", value=link.path
+                )
+            links.append(link)
+        return LinksConfig(mountpoint, tuple(links))
+
+    @classmethod
+    def start_budget(cls, config: LinksConfig) -> float:
+        """Renames and symlinks: no waits."""
+        return 1.0
+
+    @classmethod
+    def stop_budget(cls, config: LinksConfig) -> float:
+        """Unlinks and renames: no waits."""
+        return 1.0
 
     def statuses(self) -> list[LinkStatus]:
         """Every link's state, in config order."""

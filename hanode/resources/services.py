@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatch
 
-from hanode.config import ServicesConfig
+from hanode.config import Table, describe, first_duplicate
 from hanode.errors import HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
 from hanode.system.dbus import JobOutcome, JobTimeout, Systemd, UnitInfo
@@ -43,13 +44,51 @@ _PG_UMBRELLA = "postgresql.service"
 _PG_CLUSTERS = "postgresql@*.service"
 
 
-class Services(Resource):
+UNIT_SUFFIXES = (".service", ".socket", ".target", ".mount", ".timer", ".path", ".scope")
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    """The [services] section."""
+
+    units: tuple[str, ...]
+    timeout: int = 90
+
+
+class Services(Resource[ServicesConfig]):
     """systemd units, started in order and stopped in reverse (the last step)."""
 
-    name = "services"
+    section = "services"
+    order = 50
+    settings = ServicesConfig
 
-    def __init__(self, config: ServicesConfig) -> None:
-        self.config = config
+    @classmethod
+    def parse(cls, table: Table, parsed: Mapping[str, object]) -> ServicesConfig:
+        """[services]: the units, in start order, and the per-unit timeout."""
+        units = table.get("units", list)
+        if not units:
+            raise table.error("units", "must list at least one unit", 'e.g. ["apache2.service"]')
+        for unit in units:
+            if not isinstance(unit, str):
+                raise table.error("units", f"expected unit names, got {describe(unit)}")
+            if not unit.endswith(UNIT_SUFFIXES) or "/" in unit or unit.startswith("."):
+                raise table.error(
+                    "units", f"not a unit name: {unit!r}", 'units end in ".service", ".socket", ...'
+                )
+        duplicate = first_duplicate(units)
+        if duplicate:
+            raise table.error("units", f"{duplicate} is listed twice")
+        return ServicesConfig(units=tuple(units), timeout=table.integer("timeout", 1, 3600, 90))
+
+    @classmethod
+    def start_budget(cls, config: ServicesConfig) -> float:
+        """Each unit's start job, waited for up to the timeout."""
+        return len(config.units) * config.timeout
+
+    @classmethod
+    def stop_budget(cls, config: ServicesConfig) -> float:
+        """Each unit's stop job, waited for up to the timeout."""
+        return len(config.units) * config.timeout
 
     # -- reading ----------------------------------------------------------------------
 

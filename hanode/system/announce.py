@@ -220,16 +220,16 @@ class _Sender:
         self.sock.close()
 
 
-def announce(what: Announcement, still_ours: Callable[[], bool]) -> bool:
+def announce(what: Announcement, still_ours: Callable[[], bool]) -> None:
     """Announce ``what``: the first frame now, the rest from a detached process.
 
     A failure to send the first frame raises OSError (the address would be
-    unreachable for minutes: the caller fails the step). Returns False when no detached
-    process could be made; then the first burst was sent here and the second skipped.
+    unreachable for minutes: the caller fails the step). When no detached process can be
+    made, the first burst is sent here and the second skipped, with a warning.
     """
     times = schedule(what.count)
     if not times:
-        return True
+        return
     sender = _Sender(what)
     try:
         began = time.monotonic()
@@ -237,13 +237,12 @@ def announce(what: Announcement, still_ours: Callable[[], bool]) -> bool:
     finally:
         sender.close()
     if _detach(lambda: _send_on_schedule(what, times[1:], began, still_ours)):
-        return True
+        return
     log.warning(
         "could not fork to announce %s later: sending the first burst now, no second burst",
         what.ip,
     )
     _send_on_schedule(what, times[1 : what.count], began, still_ours)
-    return False
 
 
 def _send_on_schedule(

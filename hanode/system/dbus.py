@@ -43,6 +43,7 @@ UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 JOB = "org.freedesktop.systemd1.Job"
 PROPERTIES = "org.freedesktop.DBus.Properties"
+LOGIND = "org.freedesktop.login1"
 
 CALL_TIMEOUT = 10.0  # s for one method call: systemd answers in milliseconds unless stuck
 CANCEL_SETTLE = 2.0  # s to see the JobRemoved of a job we cancelled
@@ -127,13 +128,10 @@ class UnitInfo:
     requires: tuple[str, ...] = ()  # Requires=, Requisite=, BindsTo= together
     wanted_by: tuple[str, ...] = ()  # WantedBy=, RequiredBy= together
     wants: tuple[str, ...] = ()  # what starting it pulls in: Wants=, Requires=, BindsTo=
-    fragment_path: str = ""
     load_error: str = ""
     service_type: str = ""  # simple, oneshot, notify, ... (services only)
     exec_start: tuple[tuple[str, ...], ...] = ()  # argv of each ExecStart= (services only)
     need_daemon_reload: bool = False  # the unit file changed on disk since it was loaded
-    active_enter_monotonic: int = 0  # µs, CLOCK_MONOTONIC of the last entry into active
-    inactive_enter_monotonic: int = 0  # µs, same for inactive
 
 
 @dataclass(frozen=True)
@@ -159,6 +157,12 @@ def _shut(sock: socket.socket) -> None:
     """End a connection from another thread: a blocked receive on it returns at once."""
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
+
+
+def reboot_message() -> Any:
+    """login1's Manager.Reboot(interactive=false): no polkit question, no prompt."""
+    manager = DBusAddress("/org/freedesktop/login1", bus_name=LOGIND, interface=f"{LOGIND}.Manager")
+    return new_method_call(manager, "Reboot", "b", (False,))
 
 
 class Systemd:
@@ -201,6 +205,10 @@ class Systemd:
         finally:
             hung.cancel()
         return cls(connection, call_timeout=timeout)
+
+    def reboot(self) -> None:
+        """Ask systemd-logind for a clean reboot, as `systemctl reboot` does."""
+        self._send(reboot_message(), "login1 Reboot")
 
     def close(self) -> None:
         """Close the connection (systemd drops our subscription with it)."""
@@ -283,15 +291,12 @@ class Systemd:
             wants=_strings(props.get("Wants"))
             + _strings(props.get("Requires"))
             + _strings(props.get("BindsTo")),
-            fragment_path=str(props.get("FragmentPath", "")),
             load_error=str(load_error[1]) if len(load_error) > 1 else "",
             service_type=str(service.get("Type", "")),
             exec_start=tuple(
                 tuple(str(arg) for arg in entry[1]) for entry in service.get("ExecStart", ())
             ),
             need_daemon_reload=bool(props.get("NeedDaemonReload", False)),
-            active_enter_monotonic=int(props.get("ActiveEnterTimestampMonotonic", 0)),
-            inactive_enter_monotonic=int(props.get("InactiveEnterTimestampMonotonic", 0)),
         )
 
     def units_matching(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
@@ -300,15 +305,6 @@ class Systemd:
             MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas", ([], list(patterns))
         )
         return sorted((str(entry[0]), str(entry[3])) for entry in units)
-
-    def unit_files_matching(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
-        """(path, UnitFileState) of the installed unit files matching the glob patterns."""
-        (files,) = self._call(
-            MANAGER_PATH, MANAGER, "ListUnitFilesByPatterns", "asas", ([], list(patterns))
-        )
-        return sorted((str(path), str(state)) for path, state in files)
-
-    # -- jobs -------------------------------------------------------------------------
 
     def _subscribe(self) -> None:
         """Have the bus route systemd's JobRemoved to us, and systemd send it."""

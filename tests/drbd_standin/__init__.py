@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from drbd_standin.fixtures import Catalog, fixtures_root, load, save_cache
+from drbd_standin.fixtures import Catalog, load, save_cache
 from drbd_standin.machine import CAPTURES_FILE, PROC_FILE, Machine, initial_state, view
 
 BIN = Path(__file__).resolve().parent / "bin"
 
-__all__ = ["StandIn", "fixtures_root", "load"]
+__all__ = ["StandIn", "load"]
 
 
 class StandIn:

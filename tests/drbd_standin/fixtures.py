@@ -1,5 +1,5 @@
 """The captured outputs of real DRBD 8.4.11 + drbd-utils 9.22, read from the fixture files
-(../shared/fixtures, and the lab's own captures in captures/).
+in captures/ (drbd-8.4.11/: the switchover and crash scenarios; lab-edges/: the lab's own).
 
 A fixture file is a list of blocks: ``### nodeN $ command``, ``### rc=N``, stdout, then
 optionally ``### stderr:`` and stderr; the capture tool ends each block with one empty
@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# The repository sits next to ../shared/fixtures; HANODE_DRBD_FIXTURES overrides.
-_DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "drbd-8.4.11"
+# Part of the repository (captures/README.md says where each came from): never skipped.
+CAPTURES = Path(__file__).resolve().parent / "captures"
+# Real DRBD 8.4.11 on two Debian 12 guests, one folder per scenario, one file per stage.
+REAL_CAPTURES = CAPTURES / "drbd-8.4.11"
+# What those never caught, captured the same way from the lab's real DRBD by
+# tests/lab/capture-drbd (refusals, repeats, StandAlone, Outdated): scenario "lab-edges".
+LAB_CAPTURES = CAPTURES / "lab-edges"
 _HEADER = re.compile(r"^### (node\d+) \$ (.*)\n### rc=(\d+)\n", re.MULTILINE)
 
 # Queries whose answer depends on the resource's state: answered from a snapshot.
@@ -30,11 +34,6 @@ STATE_QUERIES = (
     "drbdsetup status srv --verbose --statistics",
     "timeout 3 drbdsetup events2 --now srv",
 )
-
-
-def fixtures_root() -> Path:
-    """Where the captures are."""
-    return Path(os.environ.get("HANODE_DRBD_FIXTURES", _DEFAULT_ROOT))
 
 
 @dataclass(frozen=True)
@@ -76,23 +75,26 @@ def parse_file(text: str, scenario: str, stage: str) -> list[Capture]:
     return captures
 
 
-# What ../shared/fixtures never caught, captured the same way from the lab's real DRBD
-# by tests/lab/capture-drbd (refusals, repeats, StandAlone, Outdated): scenario "lab-edges".
-LAB_CAPTURES = Path(__file__).resolve().parent / "captures"
+def scenario_folders() -> list[Path]:
+    """The folders of captures, one per scenario: real DRBD 8.4.11's, then the lab's."""
+    real = sorted(path for path in REAL_CAPTURES.iterdir() if path.is_dir())
+    if not real:
+        raise FileNotFoundError(f"no DRBD scenario folders in {REAL_CAPTURES}")
+    return [*real, LAB_CAPTURES]
 
 
-def load(root: Path | None = None) -> list[Capture]:
-    """Every capture of every scenario, in file order: the shared ones, then the lab's."""
-    return [*_load(root or fixtures_root()), *_load(LAB_CAPTURES)]
+def load() -> list[Capture]:
+    """Every capture of every scenario, in file order: real DRBD 8.4.11's, then the lab's."""
+    return [capture for folder in scenario_folders() for capture in _load(folder)]
 
 
-@functools.lru_cache(maxsize=4)
-def _load(root: Path) -> tuple[Capture, ...]:
+@functools.lru_cache(maxsize=8)
+def _load(folder: Path) -> tuple[Capture, ...]:
     captures: list[Capture] = []
-    for path in sorted(root.glob("*/*.txt")):
-        captures.extend(parse_file(path.read_text(), path.parent.name, path.stem))
+    for path in sorted(folder.glob("*.txt")):
+        captures.extend(parse_file(path.read_text(), folder.name, path.stem))
     if not captures:
-        raise FileNotFoundError(f"no DRBD captures under {root}")
+        raise FileNotFoundError(f"no DRBD captures in {folder}")
     return tuple(captures)
 
 

@@ -3,10 +3,11 @@
 The host has no DRBD module, so tests drive hanode's DRBD resource through this. Its
 state (this node and what it knows of the peer) is a JSON file in a state directory,
 with a /proc/drbd replacement rendered next to it on every change. Every answer is a
-capture from ../shared/fixtures, byte for byte, chosen by the current state; where the
-real tools were never captured in that situation, the answer is built from a captured
-answer of the same shape and logged to ``synthesized.log`` so a test can tell (the lab
-must capture those). Every call is logged to ``calls.log``.
+capture from captures/ (real DRBD 8.4.11's, see captures/README.md), byte for byte,
+chosen by the current state; where the real tools were never captured in that
+situation, the answer is built from a captured answer of the same shape and logged to
+``synthesized.log`` so a test can tell (the lab must capture those). Every call is
+logged to ``calls.log``.
 
 Tests change the peer (connects, Primary, vanishes, StandAlone) with ``StandIn``.
 """

@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from hanode.config import ServicesConfig
 from hanode.errors import HanodeError
 from hanode.resources import Context, ProgressLine
-from hanode.resources.services import Services
+from hanode.resources.services import Services, ServicesConfig
 from hanode.system.dbus import Systemd
 
 shown: list[str] = []
