@@ -1,19 +1,29 @@
-"""The links resource: drbdlinks' on-disk convention, cuts that converge, nothing lost."""
+"""The links resource: drbdlinks' on-disk convention, cuts that converge, nothing lost,
+and root's renames never redirected by a user (no symlink followed, no overwrite)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from mountns import in_mount_namespace
 
-from hanode.errors import StepFailed
+from hanode.errors import Exit, HanodeError, Refused, StepFailed
 from hanode.resources import Context, Level, State
 from hanode.resources import links as links_module
 from hanode.resources.links import Links, LinksConfig, LinkSpec, LinkState, link_status
+from hanode.system import paths
+from hanode.system.paths import UnsafePath, open_parent
+
+NOBODY = 65534  # a user that is not root (Debian's nobody)
 
 
 class Tree:
@@ -202,7 +212,7 @@ def test_a_stop_cut_inside_a_link_converges(tree: Tree, monkeypatch: pytest.Monk
     tree.originals()
     tree.linked_by_hand()
     # the symlink is removed, then the process dies before renaming the original back
-    monkeypatch.setattr(links_module, "_rename", lambda source, destination: _raise(Cut()))
+    monkeypatch.setattr(links_module, "_rename", lambda *rename: _raise(Cut()))
     with pytest.raises(Cut):
         Links(tree.config).stop(Context())
     monkeypatch.undo()
@@ -342,5 +352,318 @@ def test_start_over_a_replaced_link_keeps_it(tree: Tree, caplog: pytest.LogCaptu
         (aside,) = tree.etc.glob("app.conf.hanode-*")
         assert aside.read_text() == "edited\n"
         assert any(r.levelno == logging.WARNING and str(aside) in r.getMessage() for r in records)
+
+    in_mount_namespace(scenario)
+
+
+# -- a user must not redirect root: no symlink followed on the way, nothing overwritten --
+
+
+def _snapshot(directory: Path) -> dict[str, str]:
+    """Every entry below ``directory``: a file's text, a symlink's target, "dir/"."""
+    found: dict[str, str] = {}
+    for path in sorted(directory.rglob("*")):
+        name = str(path.relative_to(directory))
+        if path.is_symlink():
+            found[name] = "-> " + os.readlink(path)
+        elif path.is_dir():
+            found[name] = "dir/"
+        else:
+            found[name] = path.read_text()
+    return found
+
+
+def _root_only(tree: Tree) -> Path:
+    """A root-only directory holding files named as the links' paths are: a user would
+    like root to rename or delete them."""
+    secret = tree.etc.parent / "secret"
+    (secret / "apache2").mkdir(parents=True)
+    (secret / "apache2" / "apache2.conf").write_text("root only apache\n")
+    (secret / "app.conf").write_text("root only\n")
+    secret.chmod(0o700)
+    return secret
+
+
+def _late(path: str, text: str) -> None:
+    """Create ``path`` now, as another process would between a check and a rename."""
+    Path(path).write_text(text)
+
+
+def _just_before_renaming_to(
+    monkeypatch: pytest.MonkeyPatch, wanted: Callable[[str], bool], act: Callable[[str], None]
+) -> None:
+    """Run ``act(destination)`` at the last moment before a rename to a ``wanted`` name:
+    right before the renameat2 call (and before os.rename, which hanode no longer calls,
+    so the same test shows what a check-then-rename did)."""
+    real_renameat2 = paths._renameat2
+    real_rename = os.rename
+
+    def renameat2(dir_fd: int, source: str, destination: str, flags: int) -> None:
+        if wanted(destination):
+            act(os.path.join(f"/proc/self/fd/{dir_fd}", destination))
+        real_renameat2(dir_fd, source, destination, flags)
+
+    def rename(source: str, destination: str, **kwargs: int) -> None:
+        if wanted(os.path.basename(destination)):
+            act(destination)
+        real_rename(source, destination, **kwargs)
+
+    monkeypatch.setattr(paths, "_renameat2", renameat2)
+    monkeypatch.setattr(os, "rename", rename)
+
+
+def test_stop_never_overwrites_a_file_created_at_path_just_before_the_put_back(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree.targets()
+    tree.originals()
+    tree.linked_by_hand()
+    _just_before_renaming_to(
+        monkeypatch, lambda name: name == "app.conf", lambda path: _late(path, "come late\n")
+    )
+    with pytest.raises(StepFailed) as caught:
+        Links(tree.config).stop(Context())
+    saved = f"{tree.file.path}.drbdlinks"
+    assert str(caught.value) == (
+        f"cannot rename {saved} to {tree.file.path}: it exists "
+        f"(move {tree.file.path} out of the way by hand (hanode never overwrites it))"
+    )
+    assert Path(tree.file.path).read_text() == "come late\n"
+    assert Path(saved).read_text() == "local app\n"
+    monkeypatch.undo()
+    os.unlink(tree.file.path)  # the admin's fix: then stop converges
+    Links(tree.config).stop(Context())
+    tree.assert_originals()
+
+
+def test_a_move_aside_never_overwrites_a_name_taken_just_before(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree.targets()
+    tree.originals()
+    tree.linked_by_hand()
+    os.unlink(tree.file.path)
+    Path(tree.file.path).write_text("edited while active\n")
+    planted: list[str] = []
+
+    def plant_once(path: str) -> None:
+        if not planted:
+            planted.append(os.path.basename(path))
+            _late(path, "come late\n")
+
+    _just_before_renaming_to(monkeypatch, lambda name: "app.conf.hanode-" in name, plant_once)
+    Links(tree.config).stop(Context())
+    tree.assert_originals()
+    asides = {path.name: path.read_text() for path in tree.etc.glob("app.conf.hanode-*")}
+    assert asides == {planted[0]: "come late\n", f"{planted[0]}-1": "edited while active\n"}
+
+
+def test_start_refuses_a_path_in_a_directory_every_user_can_write(tree: Tree) -> None:
+    tree.targets()
+    tree.originals()
+    tree.etc.chmod(0o777)
+    links = Links(tree.config)
+    with pytest.raises(Refused, match=f"^{tree.dir.path}: {tree.etc} is writable by every user"):
+        links.start(Context())
+    tree.assert_originals()
+    with pytest.raises(Refused):  # --dry-run: the engine shows "(cannot plan: <why>)"
+        links.plan_start()
+
+
+def _mounted_tree(tree: Tree) -> None:
+    _mount_tmpfs(tree.srv)
+    tree.targets()
+    tree.originals()
+
+
+@pytest.mark.root
+def test_start_refuses_a_path_in_a_directory_a_user_owns_and_check_says_so(tree: Tree) -> None:
+    def scenario() -> None:
+        _mounted_tree(tree)
+        os.chown(tree.etc, NOBODY, NOBODY)  # like /var/lib/postgresql, the postgres user's
+        links = Links(tree.config)
+        errors = [f for f in links.check() if f.level is Level.ERROR]
+        assert [f.message.split(": ")[0] for f in errors] == [link.path for link in tree.links]
+        for finding in errors:
+            assert f": {tree.etc} is owned by " in finding.message
+            assert finding.message.endswith("start refuses it")
+            assert finding.hint == (
+                f"chown root:root {tree.etc} and chmod go-w {tree.etc}, "
+                "or link a directory root controls"
+            )
+        with pytest.raises(Refused, match=f"^{tree.dir.path}: {tree.etc} is owned by ") as caught:
+            links.start(Context())
+        assert caught.value.code is Exit.REFUSED
+        tree.assert_originals()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_stop_steps_down_through_a_directory_a_user_owns_and_says_so(
+    tree: Tree, caplog: pytest.LogCaptureFixture
+) -> None:
+    tree.targets()
+    tree.originals()
+    tree.linked_by_hand()
+    os.chown(tree.etc, NOBODY, NOBODY)
+    # refusing would keep the node from stepping down; the walk follows no symlink anyway
+    with caplog.at_level(logging.WARNING, logger="hanode.links"):
+        Links(tree.config).stop(Context())
+    tree.assert_originals()
+    assert all(f"{tree.etc} is owned by " in record.getMessage() for record in caplog.records)
+    assert len(caplog.records) == 3
+
+
+@pytest.mark.root
+def test_a_symlink_on_the_way_to_a_path_is_refused_and_where_it_points_untouched(
+    tree: Tree,
+) -> None:
+    def scenario() -> None:
+        _mounted_tree(tree)
+        secret = _root_only(tree)
+        shutil.rmtree(tree.etc)
+        tree.etc.symlink_to(secret)  # PATH's directory -> a root-only directory
+        before = _snapshot(secret)
+        links = Links(tree.config)
+        message = f"^{tree.dir.path}: {tree.etc} is a symlink \\(to {secret}\\)"
+        for action in (links.start, links.stop):
+            with pytest.raises(UnsafePath, match=message):
+                action(Context())
+        assert links.probe().state is State.UNKNOWN
+        errors = [f for f in links.check() if f.level is Level.ERROR]
+        assert [f.message.split(": ")[0] for f in errors] == [link.path for link in tree.links]
+        assert all(f"{tree.etc} is a symlink (to {secret})" in f.message for f in errors)
+        assert errors[0].hint == f"name the path without symlinks instead: {secret}/apache2"
+        assert _snapshot(secret) == before
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_a_directory_swapped_for_a_symlink_after_the_walk_is_never_followed(tree: Tree) -> None:
+    def scenario() -> None:
+        _mounted_tree(tree)
+        secret = _root_only(tree)
+        before = _snapshot(secret)
+        moved = tree.etc.parent / "etc.moved"
+        real_exists = os.path.exists
+
+        def swap_then_exists(path: str) -> bool:
+            # once the directories are pinned (start checks its targets after the walk)
+            if not moved.exists():
+                tree.etc.rename(moved)
+                tree.etc.symlink_to(secret)
+            return real_exists(path)
+
+        os.path.exists = swap_then_exists  # this forked child only
+        Links(tree.config).start(Context())
+        os.path.exists = real_exists
+        assert _snapshot(secret) == before
+        # the pinned descriptors kept working in the directory that was walked
+        assert os.readlink(moved / "app.conf") == tree.file.target
+        assert (moved / "app.conf.drbdlinks").read_text() == "local app\n"
+        assert os.readlink(moved / "apache2") == tree.dir.target
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_start_never_overwrites_a_saved_original_created_just_before_the_rename(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def scenario() -> None:
+        _mounted_tree(tree)
+        _just_before_renaming_to(
+            monkeypatch,
+            lambda name: name == "app.conf.drbdlinks",
+            lambda path: _late(path, "come late\n"),
+        )
+        saved = f"{tree.file.path}.drbdlinks"
+        with pytest.raises(StepFailed, match=f"^cannot rename {tree.file.path} to {saved}: it"):
+            Links(tree.config).start(Context())
+        assert Path(tree.file.path).read_text() == "local app\n"
+        assert Path(saved).read_text() == "come late\n"
+
+    in_mount_namespace(scenario)
+
+
+def _fork_as_nobody(directory: Path, action: Callable[[], None]) -> int:
+    """``action`` in a forked child as uid/gid 65534, its cwd ``directory`` (entered as
+    root: nobody need not reach it); the child's pid."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            os.chdir(directory)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            action()
+        finally:
+            os._exit(0)
+    return pid
+
+
+@pytest.mark.root
+def test_a_user_swapping_a_directory_during_start_and_stop_cycles_never_moves_roots_files(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"  # /var/lib/postgresql: the postgres user's
+    main = home / "15" / "main"  # the link's PATH
+    secret = tmp_path / "secret"  # root-only: what the user wants root to rename
+    srv = tmp_path / "srv"
+    link = LinkSpec(str(main), str(srv / "pg"))
+
+    def swap() -> None:
+        deadline = time.monotonic() + 5  # outlives no test, even if the kill were missed
+        while time.monotonic() < deadline:
+            for step in (
+                lambda: os.rename("15", "15.real"),
+                lambda: os.symlink(secret, "15"),
+                lambda: os.unlink("15"),
+                lambda: os.rename("15.real", "15"),
+            ):
+                with contextlib.suppress(OSError):
+                    step()
+
+    def link_by_hand() -> None:
+        # what an earlier start left, so that each stop has work (made by a safe walk)
+        with contextlib.suppress(OSError, UnsafePath), open_parent(link.path, refuse=False) as p:
+            if not p.exists("main.drbdlinks"):
+                p.rename_noreplace("main", "main.drbdlinks")
+            if not p.exists("main"):
+                p.symlink(link.target, "main")
+
+    def scenario() -> None:
+        srv.mkdir()
+        _mount_tmpfs(srv)
+        (srv / "pg").mkdir()
+        main.mkdir(parents=True)
+        (main / "PG_VERSION").write_text("15\n")
+        os.chown(home, NOBODY, NOBODY)
+        os.chown(home / "15", NOBODY, NOBODY)
+        secret.mkdir(mode=0o700)
+        (secret / "main").write_text("root only\n")
+        links = Links(LinksConfig(str(srv), (link,)))
+        cycles = refused = 0
+        racer = _fork_as_nobody(home, swap)
+        try:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                cycles += 1
+                link_by_hand()
+                with contextlib.suppress(HanodeError, OSError):  # what the swaps may cause
+                    links.stop(Context())
+                try:
+                    links.start(Context())
+                except Refused:
+                    refused += 1
+                except (HanodeError, OSError):
+                    pass
+        finally:
+            os.kill(racer, signal.SIGKILL)
+            os.waitpid(racer, 0)
+        assert _snapshot(secret) == {"main": "root only\n"}, f"after {cycles} cycles"
+        assert refused == cycles > 100
 
     in_mount_namespace(scenario)

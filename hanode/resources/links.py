@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from enum import StrEnum
 from hanode.config import REQUIRED, Table, check_path, describe, is_below
 from hanode.errors import ConfigError, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
+from hanode.system.paths import Parent, UnsafePath, open_parent
 
 log = logging.getLogger("hanode.links")
 
@@ -110,16 +112,31 @@ def _link_spec(table: Table, index: int, entry: object, mountpoint: str) -> Link
     return link
 
 
-def _same_target(path: str, target: str) -> bool:
+def _same_target(parent: Parent, target: str) -> bool:
     try:
-        return os.path.normpath(os.readlink(path)) == os.path.normpath(target)
+        return os.path.normpath(parent.readlink(parent.name)) == os.path.normpath(target)
     except OSError:
         return False  # not a symlink, or gone
 
 
+def _open(link: LinkSpec, *, refuse: bool) -> Parent | None:
+    """PATH's directory, pinned (walked from / without following a symlink); None if it
+    does not exist. UnsafePath (a Refused) names PATH: see hanode.system.paths."""
+    try:
+        return open_parent(link.path, refuse=refuse)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except UnsafePath as err:
+        raise err.with_context(f"{link.path}: {err.message}") from None
+
+
 def is_our_link(link: LinkSpec) -> bool:
     """Whether PATH is a symlink to TARGET (whether TARGET exists or not)."""
-    return os.path.islink(link.path) and _same_target(link.path, link.target)
+    parent = _open(link, refuse=False)
+    if parent is None:
+        return False
+    with parent:
+        return _same_target(parent, link.target)
 
 
 def saved_original(link: LinkSpec) -> str:
@@ -127,14 +144,24 @@ def saved_original(link: LinkSpec) -> str:
     return link.path + SUFFIX
 
 
-def link_status(link: LinkSpec) -> LinkStatus:
-    """Read one link's state from the filesystem; change nothing."""
-    saved = os.path.lexists(saved_original(link))
-    if is_our_link(link):
+def link_status(link: LinkSpec, parent: Parent | None = None) -> LinkStatus:
+    """Read one link's state from the filesystem; change nothing.
+
+    Reads go through ``parent`` (PATH's pinned directory), opened here when not given;
+    UnsafePath if a directory on the way to PATH is a symlink.
+    """
+    if parent is None:
+        opened = _open(link, refuse=False)
+        if opened is None:
+            return LinkStatus(link, LinkState.ORIGINAL)  # no directory: nothing of ours
+        with opened:
+            return link_status(link, opened)
+    saved = parent.exists(parent.name + SUFFIX)
+    if _same_target(parent, link.target):
         if not os.path.exists(link.target):
             return LinkStatus(link, LinkState.DAMAGED, f"{link.target} is missing")
         return LinkStatus(link, LinkState.LINKED)
-    present = os.path.lexists(link.path)
+    present = parent.exists(parent.name)
     if not saved:
         return LinkStatus(link, LinkState.ORIGINAL)
     if not present:
@@ -144,24 +171,25 @@ def link_status(link: LinkSpec) -> LinkStatus:
     return LinkStatus(
         link,
         LinkState.DAMAGED,
-        f"{link.path} replaced the link ({_kind(link.path)}); original is {saved_original(link)}",
+        f"{link.path} replaced the link ({_kind(parent, parent.name)}); "
+        f"original is {saved_original(link)}",
     )
 
 
-def _kind(path: str) -> str:
-    if os.path.islink(path):
-        return f"a symlink to {os.readlink(path)}"
-    return "a directory" if os.path.isdir(path) else "a file"
+def _kind(parent: Parent, name: str) -> str:
+    mode = parent.lstat(name).st_mode
+    if stat.S_ISLNK(mode):
+        return f"a symlink to {parent.readlink(name)}"
+    return "a directory" if stat.S_ISDIR(mode) else "a file"
 
 
-def aside_name(path: str) -> str:
-    """A free PATH.hanode-<timestamp>[-N] to move something aside to."""
-    base = f"{path}{ASIDE}{time.strftime('%Y%m%dT%H%M%S')}"
-    candidate, number = base, 0
-    while os.path.lexists(candidate):
-        number += 1
-        candidate = f"{base}-{number}"
-    return candidate
+def _aside_names(name: str) -> list[str]:
+    """NAME.hanode-<timestamp>, then -1, -2...: the names to move something aside to."""
+    base = f"{name}{ASIDE}{time.strftime('%Y%m%dT%H%M%S')}"
+    return [base] + [f"{base}-{number}" for number in range(1, _ASIDE_TRIES)]
+
+
+_ASIDE_TRIES = 100  # names taken in one second: only something racing us takes them all
 
 
 class Links(Resource[LinksConfig]):
@@ -204,6 +232,11 @@ class Links(Resource[LinksConfig]):
         """Unlinks and renames: no waits."""
         return 1.0
 
+    def __init__(self, config: LinksConfig) -> None:
+        super().__init__(config)
+        # PATH -> its directory, pinned for one start or stop (None: it does not exist)
+        self._parents: dict[str, Parent | None] = {}
+
     def statuses(self) -> list[LinkStatus]:
         """Every link's state, in config order."""
         return [link_status(link) for link in self.config.links]
@@ -212,7 +245,7 @@ class Links(Resource[LinksConfig]):
         """Linked / original in place / damaged, per link."""
         try:
             statuses = self.statuses()
-        except OSError as err:
+        except (OSError, UnsafePath) as err:
             return Status(State.UNKNOWN, f"cannot read the links: {err}")
         details: dict[str, object] = {
             "links": [
@@ -250,42 +283,81 @@ class Links(Resource[LinksConfig]):
             )
 
     def plan_start(self) -> list[str]:
-        """The renames and symlinks start would make."""
+        """The renames and symlinks start would make (Refused: start would refuse)."""
         lines: list[str] = []
-        for status in self.statuses():
-            link = status.link
-            if status.state is LinkState.LINKED:
+        for link in self.config.links:
+            parent = _open(link, refuse=True)
+            if parent is None:
+                lines.append(f"ln -s {link.target} {link.path}")
                 continue
-            saved = saved_original(link)
-            replaced = os.path.lexists(link.path) and not is_our_link(link)
-            if os.path.lexists(saved):
-                if replaced:
-                    lines.append(_aside_plan(link))
-            elif os.path.lexists(link.path) and not is_our_link(link):
-                lines.append(f"mv {link.path} {saved}")
-            if not is_our_link(link):
+            with parent:
+                name = parent.name
+                if _same_target(parent, link.target):
+                    continue
+                if parent.exists(name + SUFFIX):
+                    if parent.exists(name):
+                        lines.append(_aside_plan(link))
+                elif parent.exists(name):
+                    lines.append(f"mv {link.path} {saved_original(link)}")
                 lines.append(f"ln -s {link.target} {link.path}")
         return lines
 
     def start(self, ctx: Context) -> None:
-        """LinkSpec every path, in order; each link done already is skipped."""
-        self._check_before_start()
+        """LinkSpec every path, in order; each link done already is skipped.
+
+        Refused, before anything changes, when a directory on the way to a PATH is a
+        symlink or a non-root user can change it; every file operation then goes
+        through the directories pinned by that walk, so a swap after it is never seen.
+        """
+        try:
+            self._pin(refuse=True)
+            self._check_before_start()
+            for link in self.config.links:
+                self._link(link)
+        finally:
+            self._unpin()
+
+    def _pin(self, *, refuse: bool) -> None:
+        """Walk to and hold every PATH's directory for this start or stop."""
         for link in self.config.links:
-            self._link(link)
+            try:
+                self._parents[link.path] = _open(link, refuse=refuse)
+            except OSError as err:
+                raise StepFailed(
+                    f"cannot open the directory of {link.path}: {err.strerror}"
+                ) from None
+
+    def _unpin(self) -> None:
+        for parent in self._parents.values():
+            if parent is not None:
+                parent.close()
+        self._parents.clear()
+
+    def _parent(self, link: LinkSpec) -> Parent | None:
+        """PATH's directory as pinned by this start or stop (None: it does not exist)."""
+        return self._parents[link.path]
 
     def _link(self, link: LinkSpec) -> None:
-        if is_our_link(link):
+        parent = self._parent(link)
+        if parent is None:
+            directory = os.path.dirname(link.path)
+            raise StepFailed(
+                f"cannot link {link.path} -> {link.target}: directory {directory} does not exist",
+                f"create {directory}, or remove the link from [links]",
+            )
+        if _same_target(parent, link.target):
             return
-        saved = saved_original(link)
-        if os.path.lexists(saved):
+        name = parent.name
+        saved = name + SUFFIX
+        if parent.exists(saved):
             # set aside by an earlier start (ours or drbdlinks'): never overwrite it
-            if os.path.lexists(link.path):
-                self._move_aside(link, "replaced the link while the original was set aside")
-        elif os.path.lexists(link.path):
-            _rename(link.path, saved)
-            log.info("renamed %s to %s", link.path, saved)
+            if parent.exists(name):
+                self._move_aside(parent, link, "replaced the link while the original was set aside")
+        elif parent.exists(name):
+            _rename(parent, name, saved)
+            log.info("renamed %s to %s", link.path, saved_original(link))
         try:
-            os.symlink(link.target, link.path)
+            parent.symlink(link.target, name)
         except OSError as err:
             raise StepFailed(f"cannot link {link.path} -> {link.target}: {err.strerror}") from None
         log.info("linked %s -> %s", link.path, link.target)
@@ -295,41 +367,75 @@ class Links(Resource[LinksConfig]):
     def plan_stop(self) -> list[str]:
         """The removals and renames stop would make."""
         lines: list[str] = []
-        for status in reversed(self.statuses()):
-            link = status.link
-            saved = saved_original(link)
-            has_saved = os.path.lexists(saved)
-            if is_our_link(link):
-                lines.append(f"rm {link.path} (symlink to {link.target})")
-            elif has_saved and os.path.lexists(link.path):
-                lines.append(_aside_plan(link))
-            if has_saved:
-                lines.append(f"mv {saved} {link.path}")
+        for link in reversed(self.config.links):
+            parent = _open(link, refuse=False)
+            if parent is None:
+                continue
+            with parent:
+                name = parent.name
+                has_saved = parent.exists(name + SUFFIX)
+                if _same_target(parent, link.target):
+                    lines.append(f"rm {link.path} (symlink to {link.target})")
+                elif has_saved and parent.exists(name):
+                    lines.append(_aside_plan(link))
+                if has_saved:
+                    lines.append(f"mv {saved_original(link)} {link.path}")
         return lines
 
     def stop(self, ctx: Context) -> None:
-        """Unlink every path in reverse order and put the originals back."""
-        for link in reversed(self.config.links):
-            self._unlink(link)
+        """Unlink every path in reverse order and put the originals back.
+
+        Through the directories walked without following a symlink, like start; a
+        directory a non-root user controls is not refused here (the node must be able
+        to step down), only warned about.
+        """
+        try:
+            self._pin(refuse=False)
+            for link in reversed(self.config.links):
+                self._unlink(link)
+        finally:
+            self._unpin()
 
     def _unlink(self, link: LinkSpec) -> None:
-        saved = saved_original(link)
-        has_saved = os.path.lexists(saved)
-        if is_our_link(link):
-            os.unlink(link.path)
+        parent = self._parent(link)
+        if parent is None:
+            return  # no directory: nothing of ours there
+        if parent.unsafe is not None:
+            log.warning("%s: %s (%s)", link.path, parent.unsafe.message, parent.unsafe.hint)
+        name = parent.name
+        saved = name + SUFFIX
+        has_saved = parent.exists(saved)
+        if _same_target(parent, link.target):
+            parent.unlink(name)
             log.info("removed the link %s -> %s", link.path, link.target)
-        elif os.path.lexists(link.path):
+        elif parent.exists(name):
             if not has_saved:
                 return  # the original is in place: nothing of ours here
-            self._move_aside(link, "replaced the link")
+            self._move_aside(parent, link, "replaced the link")
         if has_saved:
-            _rename(saved, link.path)
-            log.info("renamed %s back to %s", saved, link.path)
+            _rename(parent, saved, name)
+            log.info("renamed %s back to %s", saved_original(link), link.path)
 
-    def _move_aside(self, link: LinkSpec, why: str) -> None:
-        aside = aside_name(link.path)
-        kind = _kind(link.path)
-        _rename(link.path, aside)
+    def _move_aside(self, parent: Parent, link: LinkSpec, why: str) -> None:
+        kind = _kind(parent, parent.name)
+        names = _aside_names(parent.name)
+        for candidate in names:
+            try:
+                parent.rename_noreplace(parent.name, candidate)
+                break
+            except FileExistsError:
+                continue  # taken (a move aside in the same second): the next number
+            except OSError as err:
+                raise StepFailed(
+                    f"cannot rename {link.path} to {parent.path(candidate)}: {err.strerror}"
+                ) from None
+        else:
+            raise StepFailed(
+                f"cannot move {link.path} aside: {parent.path(names[0])} up to -"
+                f"{len(names) - 1} all exist",
+                f"move {link.path} out of the way by hand (hanode never overwrites)",
+            )
+        aside = parent.path(candidate)
         log.warning(
             "%s (%s) %s: moved it to %s, NOT deleted. It may hold changes made while this "
             "node was active (e.g. `sed -i` on the link); compare it with %s and merge what "
@@ -344,7 +450,8 @@ class Links(Resource[LinksConfig]):
     # -- check ------------------------------------------------------------------------
 
     def check(self) -> list[Finding]:
-        """Targets present (when mounted), paths' parents present, nothing damaged."""
+        """Targets present (when mounted), paths' directories present and root's alone
+        (no symlink on the way, nothing a non-root user can change), nothing damaged."""
         findings: list[Finding] = []
         mountpoint = self.config.mountpoint
         mounted = os.path.ismount(mountpoint)
@@ -356,13 +463,32 @@ class Links(Resource[LinksConfig]):
                     "run check on the active node to check them",
                 )
             )
-        for status in self.statuses():
-            link = status.link
-            parent = os.path.dirname(link.path)
-            if not os.path.isdir(parent):
+        for link in self.config.links:
+            try:
+                parent = _open(link, refuse=False)
+            except UnsafePath as err:  # a symlink on the way: nothing more to read
+                findings.append(Finding(Level.ERROR, err.message, err.hint))
+                parent = None
+            except OSError as err:
+                directory = os.path.dirname(link.path)
                 findings.append(
-                    Finding(Level.ERROR, f"{link.path}: directory {parent} does not exist")
+                    Finding(Level.ERROR, f"{link.path}: cannot open {directory}: {err.strerror}")
                 )
+                parent = None
+            else:
+                if parent is None:
+                    directory = os.path.dirname(link.path)
+                    findings.append(
+                        Finding(Level.ERROR, f"{link.path}: directory {directory} does not exist")
+                    )
+                elif parent.unsafe is not None:
+                    findings.append(
+                        Finding(
+                            Level.ERROR,
+                            f"{link.path}: {parent.unsafe.message}; start refuses it",
+                            parent.unsafe.hint,
+                        )
+                    )
             if mounted and not os.path.exists(link.target):
                 findings.append(
                     Finding(
@@ -371,11 +497,16 @@ class Links(Resource[LinksConfig]):
                         f"create it on {mountpoint}, or remove the link",
                     )
                 )
+            if parent is None:
+                continue
+            with parent:
+                status = link_status(link, parent)
+                leftovers = _asides(parent)
             if status.state is LinkState.DAMAGED:
                 findings.append(
                     Finding(Level.WARNING, status.line(), "`hanode stop` or `start` repairs it")
                 )
-            for leftover in _asides(link.path):
+            for leftover in leftovers:
                 findings.append(
                     Finding(
                         Level.WARNING,
@@ -392,25 +523,26 @@ def _aside_plan(link: LinkSpec) -> str:
     return f"mv {link.path} {link.path}{ASIDE}<timestamp> (it replaced the link; kept)"
 
 
-def _asides(path: str) -> list[str]:
-    directory, name = os.path.split(path)
+def _asides(parent: Parent) -> list[str]:
     try:
-        entries = os.listdir(directory)
+        entries = parent.listdir()
     except OSError:
         return []
-    return sorted(
-        os.path.join(directory, entry) for entry in entries if entry.startswith(name + ASIDE)
-    )
+    return sorted(parent.path(entry) for entry in entries if entry.startswith(parent.name + ASIDE))
 
 
-def _rename(source: str, destination: str) -> None:
-    # refuse to replace: os.rename would silently overwrite a file at the destination
-    if os.path.lexists(destination):
-        raise StepFailed(
-            f"cannot rename {source} to {destination}: it exists",
-            f"move {destination} out of the way by hand (hanode never overwrites it)",
-        )
+def _rename(parent: Parent, source: str, destination: str) -> None:
+    # never replaces: the kernel checks and renames at once (RENAME_NOREPLACE), so even
+    # a file created at the destination a moment ago is not overwritten
     try:
-        os.rename(source, destination)
+        parent.rename_noreplace(source, destination)
+    except FileExistsError:
+        raise StepFailed(
+            f"cannot rename {parent.path(source)} to {parent.path(destination)}: it exists",
+            f"move {parent.path(destination)} out of the way by hand "
+            "(hanode never overwrites it)",
+        ) from None
     except OSError as err:
-        raise StepFailed(f"cannot rename {source} to {destination}: {err.strerror}") from None
+        raise StepFailed(
+            f"cannot rename {parent.path(source)} to {parent.path(destination)}: {err.strerror}"
+        ) from None
