@@ -8,6 +8,7 @@ detached (`losetup -d`) by the parent, always.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -44,6 +45,83 @@ os.chroot(sys.argv[1])
 print("ready", flush=True)
 time.sleep(1000)
 """
+
+HOLD_CWD = """
+import os, sys, time
+os.chdir(sys.argv[1])
+print("ready", flush=True)
+time.sleep(1000)
+"""
+
+# A parent that holds nothing on the mount (its cwd is /) and starts workers that hold it
+# (their cwd), again and again: argv[1] the mount; argv[2] "restart": a new worker DELAY
+# (argv[3]) seconds after the last one ended, or "every": a new worker every DELAY seconds.
+# "ready" once the first worker holds the mount. Start it with start_new_session=True:
+# Processes.close() ends its whole group, workers included.
+RESPAWN = """
+import os, sys, time
+mount, mode, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+os.chdir("/")
+
+def worker():
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(mount)
+        os.write(ready_w, b"x")
+        time.sleep(1000)  # SIGTERM's default action ends it
+        os._exit(0)
+    os.close(ready_w)
+    os.read(ready_r, 1)
+    os.close(ready_r)
+    return pid
+
+def reap():
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+first = worker()
+print("ready", flush=True)
+if mode == "restart":
+    os.waitpid(first, 0)
+while True:
+    time.sleep(delay)
+    if mode == "restart":
+        os.waitpid(worker(), 0)
+    else:
+        worker()
+        reap()
+"""
+
+
+def unshared(argv: list[str]) -> list[str]:
+    """``argv`` run in a new mount namespace holding a private copy of every mount here
+    (as a container or a service with PrivateTmp= does); unshare execs it, same pid."""
+    return ["unshare", "--mount", "--propagation", "private", "--", *argv]
+
+
+def entered(pid: int, argv: list[str]) -> list[str]:
+    """``argv`` run in the mount namespace of ``pid``; nsenter execs it, same pid."""
+    return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--", *argv]
+
+
+def listed_by(device: int) -> list[int]:
+    """Every process whose mount table (in any mount namespace) lists ``device``."""
+    needle = f" {os.major(device)}:{os.minor(device)} "
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/mountinfo", encoding="utf-8", errors="replace") as table:
+                if needle in table.read():
+                    pids.append(int(name))
+        except OSError:
+            continue  # ended meanwhile
+    return pids
 
 
 def _unshare_mounts() -> None:
@@ -112,6 +190,7 @@ class Processes:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.groups: list[int] = []  # leaders of the sessions started (their workers too)
 
     def spawn(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
         """Start ``argv``; with ``ready=True`` wait for it to print a line first."""
@@ -120,6 +199,8 @@ class Processes:
             kwargs["stdout"] = subprocess.PIPE
         proc: subprocess.Popen[bytes] = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
         self.procs.append(proc)
+        if kwargs.get("start_new_session"):
+            self.groups.append(proc.pid)
         if ready:
             assert proc.stdout is not None
             line = proc.stdout.readline()
@@ -135,7 +216,10 @@ class Processes:
         return proc.wait(timeout)
 
     def close(self) -> None:
-        """Kill and reap every process still running."""
+        """Kill and reap every process still running, and every process of their sessions."""
+        for group in self.groups:
+            with contextlib.suppress(ProcessLookupError):  # the whole group has ended
+                os.killpg(group, signal.SIGKILL)
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)

@@ -7,28 +7,44 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import PYTHON, Progress, run_hanode
+from helpers import PYTHON, Progress, run_hanode, wait_for
 from mountns import (
+    HOLD_CWD,
     HOLD_MMAP,
+    HOLD_ROOT,
+    RESPAWN,
     Processes,
+    entered,
     in_mount_namespace,
+    listed_by,
     loop_ext4,
     mounted,
+    unshared,
 )
 
 from hanode.errors import Refused, StepFailed
-from hanode.resources import Context, State
+from hanode.resources import Context, Level, State
 from hanode.resources.filesystem import (
     Filesystem,
     FilesystemConfig,
     Fsck,
     kill_devices,
 )
-from hanode.system.mountinfo import mount_points_of, parse_mountinfo, submounts, top_mount_at
+from hanode.system.mountinfo import (
+    filesystem_alive,
+    mount_points_of,
+    namespace_copies,
+    parse_mountinfo,
+    submounts,
+    top_mount_at,
+)
 
 TOP = Path(__file__).resolve().parent.parent
 
@@ -512,6 +528,322 @@ def test_holders_are_logged(tmp_path: Path, loop: str) -> None:
     in_mount_namespace(scenario)
 
 
+# -- root: respawned holders --------------------------------------------------------------
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    ("mode", "delay"),
+    [("restart", "0.1"), ("restart", "0.2"), ("every", "0.1")],
+    ids=["restarted-0.1s-after-it-ends", "restarted-0.2s-after-it-ends", "a-new-one-every-0.1s"],
+)
+def test_respawned_holders_are_ended_until_the_umount_gets_through(
+    tmp_path: Path, loop: str, mode: str, delay: str
+) -> None:
+    # The stop used to give up after its first scan that found no holder (the next worker
+    # came before its umount: failed in 0.2-0.7 s), or never tried the umount again while
+    # workers kept coming (failed after the whole stop-timeout).
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, stop_timeout=8)
+        fs.start(Context())
+        procs = Processes()
+        try:
+            respawner = procs.spawn(
+                [PYTHON, "-c", RESPAWN, str(mountpoint), mode, delay],
+                ready=True,
+                cwd="/",
+                start_new_session=True,
+            )
+            began = time.monotonic()
+            fs.stop(Context())
+            took = time.monotonic() - began
+            assert not mounted(str(mountpoint))
+            assert respawner.poll() is None  # it holds nothing on the mount: never ended
+            assert took < 4, f"stop took {took:.1f}s"
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_a_respawner_faster_than_the_umount_is_named_when_time_runs_out(
+    tmp_path: Path, loop: str
+) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, stop_timeout=2)
+        fs.start(Context())
+        procs = Processes()
+        try:
+            # a new worker the moment the last one ends: no umount can get in between
+            respawner = procs.spawn(
+                [PYTHON, "-c", RESPAWN, str(mountpoint), "restart", "0"],
+                ready=True,
+                cwd="/",
+                start_new_session=True,
+            )
+            began = time.monotonic()
+            with pytest.raises(StepFailed) as err:
+                fs.stop(Context())
+            assert 2 <= time.monotonic() - began < 5  # to the end of stop-timeout, no longer
+            starter = f"{respawner.pid} (python3)"
+            assert f"new holders appeared meanwhile, started by {starter}), held by" in str(
+                err.value
+            )
+            assert err.value.hint == f"stop {starter}, or its service, then run `hanode stop` again"
+            assert "\n" not in str(err.value)
+            assert mounted(str(mountpoint))
+            assert respawner.poll() is None
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+# -- root: copies of the mount in other mount namespaces ----------------------------------
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@contextmanager
+def _recorded() -> Iterator[list[str]]:
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("hanode.filesystem")
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def _namespace_of_sleep(procs: Processes) -> subprocess.Popen[bytes]:
+    """A `sleep` in a new mount namespace with a copy of every mount here (a container)."""
+    other = procs.spawn(unshared(["sleep", "1000"]), cwd="/")
+    assert wait_for(lambda: _comm(other.pid) == "sleep"), "unshare did not exec sleep"
+    return other
+
+
+@pytest.mark.root
+def test_stop_unmounts_the_copies_in_other_mount_namespaces(tmp_path: Path, loop: str) -> None:
+    mountpoint = tmp_path / "srv"
+    cache = mountpoint / "cache"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint)
+        fs.start(Context())
+        cache.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "cache", str(cache)], check=True)
+        device = os.stat(loop).st_rdev
+        procs = Processes()
+        try:
+            other = _namespace_of_sleep(procs)
+            where = f"the mount namespace of pid {other.pid} (sleep)"
+            assert other.pid in listed_by(device)
+            assert filesystem_alive(device, "ext4")
+            with _recorded() as records:
+                fs.stop(Context())
+            assert not mounted(str(mountpoint))
+            # in no mount namespace any more: the superblock is gone, the device released
+            assert listed_by(device) == []
+            assert not filesystem_alive(device, "ext4")
+            assert other.poll() is None  # unmounted there, nothing killed
+            assert records[-2:] == [
+                f"unmounted {cache} in {where}",
+                f"unmounted {mountpoint} in {where}",
+            ]
+            assert fs.probe().state is State.DOWN
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_check_and_plan_show_the_copies_in_other_mount_namespaces(
+    tmp_path: Path, loop: str
+) -> None:
+    mountpoint = tmp_path / "srv"
+    cache = mountpoint / "cache"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, kill_holders=False)
+        fs.start(Context())
+        cache.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "cache", str(cache)], check=True)
+        device = os.stat(loop).st_rdev
+        procs = Processes()
+        try:
+            assert namespace_copies(device) == []
+            assert not [finding for finding in fs.check() if "also mounted" in finding.message]
+            other = _namespace_of_sleep(procs)
+            where = f"the mount namespace of pid {other.pid} (sleep)"
+            copies = namespace_copies(device)
+            assert [(copy.pid, copy.name, copy.place()) for copy in copies] == [
+                (other.pid, "sleep", str(mountpoint))
+            ]
+            # deepest first: the order of the umounts there
+            assert [entry.mountpoint for entry in copies[0].targets] == [
+                str(cache),
+                str(mountpoint),
+            ]
+            warnings = [finding for finding in fs.check() if finding.level is Level.WARNING]
+            assert [finding.message for finding in warnings] == [
+                f"{loop} is also mounted on {mountpoint} in {where}"
+            ]
+            assert fs.plan_stop() == [
+                f"umount {cache}",
+                f"umount {mountpoint}",
+                f"umount {cache} in {where}",
+                f"umount {mountpoint} in {where}",
+                f"if busy there: fail on the holders of {loop}",
+            ]
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_a_held_copy_elsewhere_fails_the_stop_without_kill_holders(
+    tmp_path: Path, loop: str
+) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, kill_holders=False)
+        fs.start(Context())
+        device = os.stat(loop).st_rdev
+        procs = Processes()
+        try:
+            other = _namespace_of_sleep(procs)
+            holder = procs.spawn(
+                entered(other.pid, [PYTHON, "-c", HOLD_CWD, str(mountpoint)]), ready=True, cwd="/"
+            )
+            with pytest.raises(StepFailed) as err:
+                fs.stop(Context())
+            assert err.value.message == (
+                f"{loop} is still mounted on {mountpoint} in the mount namespace of pid "
+                f"{other.pid} (sleep): busy (kill-holders is false), "
+                f"held by {holder.pid} (python3): cwd"
+            )
+            assert err.value.hint == (
+                "stop what uses it there (a container, or a service with a private mount "
+                "namespace), or set kill-holders = true"
+            )
+            assert not mounted(str(mountpoint))  # here it is unmounted: nobody held it here
+            assert holder.poll() is None and other.poll() is None  # nothing killed
+            assert sorted(listed_by(device)) == sorted([other.pid, holder.pid])  # untouched
+            status = fs.probe()
+            assert status.state is State.PARTIAL, status.summary  # not done: stop runs again
+            assert "still in use" in status.summary
+
+            holder.kill()
+            holder.wait()
+            with _recorded() as records:
+                fs.stop(Context())  # converges: the copy is no longer held, so it goes
+            assert records == [
+                f"unmounted {mountpoint} in the mount namespace of pid {other.pid} (sleep)"
+            ]
+            assert listed_by(device) == []
+            assert other.poll() is None
+            assert fs.probe().state is State.DOWN
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_stop_ends_the_holders_of_a_copy_elsewhere_then_unmounts_it(
+    tmp_path: Path, loop: str
+) -> None:
+    mountpoint = tmp_path / "srv"
+
+    def scenario() -> None:
+        fs = _fs(loop, mountpoint, stop_timeout=6)
+        fs.start(Context())
+        device = os.stat(loop).st_rdev
+        procs = Processes()
+        try:
+            other = _namespace_of_sleep(procs)
+            holder = procs.spawn(
+                entered(other.pid, [PYTHON, "-c", HOLD_CWD, str(mountpoint)]), ready=True, cwd="/"
+            )
+            with _recorded() as records:
+                fs.stop(Context())
+            assert holder.wait(5) == -signal.SIGTERM
+            assert other.poll() is None  # not a holder: its namespace lives on, without the copy
+            assert listed_by(device) == []
+            assert not filesystem_alive(device, "ext4")
+            assert f"TERM {holder.pid} (python3): cwd" in records
+            assert (
+                records[-1]
+                == f"unmounted {mountpoint} in the mount namespace of pid {other.pid} (sleep)"
+            )
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_a_namespace_living_on_the_filesystem_is_never_unmounted_under_it(
+    tmp_path: Path, loop: str
+) -> None:
+    mountpoint = tmp_path / "srv"
+    cache = mountpoint / "cache"
+    config = FilesystemConfig(device=loop, mountpoint=str(mountpoint), stop_timeout=6)
+
+    def scenario() -> None:
+        Filesystem(config).start(Context())
+        cache.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "cache", str(cache)], check=True)
+        device = os.stat(loop).st_rdev
+        procs = Processes()
+        try:
+            # a container whose root is on the filesystem: its mounts hang below it
+            rooted = procs.spawn(
+                unshared([PYTHON, "-c", HOLD_ROOT, str(mountpoint)]), ready=True, cwd="/"
+            )
+            table = Path(f"/proc/{rooted.pid}/mountinfo")
+            before = table.read_text()
+            assert [line.split()[4] for line in before.splitlines()] == ["/", "/cache"]
+            with pytest.raises(StepFailed) as err:
+                Filesystem(replace(config, kill_holders=False)).stop(Context())
+            assert err.value.message == (
+                f"{loop} is still mounted on / in the mount namespace of pid {rooted.pid} "
+                "(python3): it is the root of that namespace (kill-holders is false), "
+                f"held by {rooted.pid} (python3): root"
+            )
+            assert table.read_text() == before  # not even its submounts were touched
+            assert rooted.poll() is None
+
+            Filesystem(config).stop(Context())  # kill-holders: the container ends
+            assert rooted.wait(5) == -signal.SIGTERM
+            assert listed_by(device) == []
+            assert not filesystem_alive(device, "ext4")
+        finally:
+            procs.close()
+
+    in_mount_namespace(scenario)
+
+
 # -- root: the whole thing through the CLI and engine -----------------------------------
 
 
@@ -572,6 +904,45 @@ def test_cli_start_stop_with_filesystem_and_links(tmp_path: Path, loop: str) -> 
         assert "impostor is mounted on" in refused.stderr
         assert not (etc / "apache2").is_symlink()
         subprocess.run(["umount", str(srv)], check=True)
+
+    in_mount_namespace(scenario)
+
+
+@pytest.mark.root
+def test_cli_stop_is_done_only_when_no_namespace_holds_a_copy(tmp_path: Path, loop: str) -> None:
+    srv, run_dir = tmp_path / "srv", tmp_path / "run"
+    run_dir.mkdir()
+    config = tmp_path / "hanode.toml"
+    config.write_text(
+        f'[filesystem]\ndevice = "{loop}"\nmountpoint = "{srv}"\nkill-holders = false\n'
+    )
+
+    def scenario() -> None:
+        assert _hanode(config, run_dir, "start").returncode == 0
+        device = os.stat(loop).st_rdev
+        procs = Processes()
+        try:
+            other = _namespace_of_sleep(procs)
+            holder = procs.spawn(
+                entered(other.pid, [PYTHON, "-c", HOLD_CWD, str(srv)]), ready=True, cwd="/"
+            )
+            failed = _hanode(config, run_dir, "stop")
+            assert failed.returncode == 1, failed.stderr
+            assert f"the mount namespace of pid {other.pid} (sleep): busy" in failed.stderr
+            assert holder.poll() is None
+            # unmounted here, in use there: partly up, and a second stop is not skipped
+            assert _hanode(config, run_dir, "status").returncode == 1
+            again = _hanode(config, run_dir, "stop")
+            assert again.returncode == 1, again.stderr
+            holder.kill()
+            holder.wait()
+            done = _hanode(config, run_dir, "stop")
+            assert done.returncode == 0, done.stderr
+            assert listed_by(device) == []
+            assert other.poll() is None
+            assert _hanode(config, run_dir, "status").returncode == 3
+        finally:
+            procs.close()
 
     in_mount_namespace(scenario)
 

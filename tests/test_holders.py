@@ -12,7 +12,7 @@ import pytest
 from helpers import PYTHON
 from mountns import HOLD_MMAP, HOLD_ROOT, Processes, in_mount_namespace, loop_ext4
 
-from hanode.system.holders import _map_field, find_holders, protected_pids
+from hanode.system.holders import _map_field, find_holders, process_name, protected_pids
 
 
 def test_map_device_fields_use_the_kernels_hex_format() -> None:
@@ -46,6 +46,26 @@ def test_finds_own_children_by_cwd_and_fd_without_root(tmp_path: Path) -> None:
         assert f"fd 0 {tmp_path}/data" in holders[by_fd.pid].reasons
         assert os.getpid() not in holders  # hanode (here: pytest) is never a holder
         assert os.getppid() not in holders
+    finally:
+        procs.close()
+
+
+def test_a_walk_limited_to_some_processes_and_the_holders_parents(tmp_path: Path) -> None:
+    # the stop looks again at only the holders it signalled, to umount as soon as they exit
+    device = os.stat(tmp_path).st_dev
+    procs = Processes()
+    try:
+        one = procs.spawn(["sleep", "1000"], cwd=tmp_path)
+        two = procs.spawn(["sleep", "1000"], cwd=tmp_path)
+        gone = procs.spawn(["true"], cwd=tmp_path)
+        gone.wait()
+        limited = find_holders({device}, pids=[two.pid, gone.pid], exclude_pids=set())
+        assert [holder.pid for holder in limited] == [two.pid]
+        assert limited[0].ppid == os.getpid()  # who would start it again
+        everyone = {holder.pid for holder in find_holders({device})}
+        assert {one.pid, two.pid} <= everyone
+        assert process_name(one.pid) == "sleep"
+        assert process_name(gone.pid) == "?"
     finally:
         procs.close()
 

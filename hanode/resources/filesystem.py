@@ -4,6 +4,11 @@ The mount state is read from /proc/self/mountinfo (proc(5)), never by resolving 
 through the mount: a mountpoint whose filesystem is gone resolves to the filesystem
 below it, and acting on that (killing its users) would take the whole node down.
 mount, umount and fsck run through hanode.run.
+
+A stop is done when the filesystem is released, not when it is gone from this mount
+namespace: copies of the mount in other namespaces (containers, services with a private
+mount namespace) keep the superblock alive and the device open, so stop unmounts them
+there too, ending their holders if kill-holders allows, and checks that none is left.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import shutil
 import signal
 import stat
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,8 +32,16 @@ from hanode.config import Table
 from hanode.errors import Refused, StepFailed
 from hanode.resources import Context, Finding, Level, ProgressLine, Resource, State, Status
 from hanode.run import CommandError, clean_env, run, stderr_tail
-from hanode.system.holders import Holder, find_holders, protected_pids
-from hanode.system.mountinfo import MountEntry, read_mountinfo, submounts, top_mount_at
+from hanode.system.holders import Holder, find_holders, process_name, protected_pids
+from hanode.system.mountinfo import (
+    MountEntry,
+    NamespaceCopy,
+    filesystem_alive,
+    namespace_copies,
+    read_mountinfo,
+    submounts,
+    top_mount_at,
+)
 
 log = logging.getLogger("hanode.filesystem")
 
@@ -35,6 +49,7 @@ FSTAB = Path("/etc/fstab")
 MOUNT_TIMEOUT = 300.0  # a journal replay after a crash can take minutes
 FSCK_TIMEOUT = 4 * 3600.0  # a full check of a large filesystem takes hours; never cut short
 POLL = 0.2  # seconds between holder scans while waiting for them to exit
+GONE_POLL = 0.01  # seconds between looks at the signalled holders: umount as soon as they exit
 SHOWN_HOLDERS = 10  # holders named in one error line; the log has them all
 
 # fsck(8) exit status bits: 1 errors corrected, 2 reboot advised, 4 errors left
@@ -171,6 +186,15 @@ class Filesystem(Resource[FilesystemConfig]):
                 f"{scan.top.source} is mounted on {self.mountpoint}, not {self.config.device}",
                 details,
             )
+        if scan.rdev is not None and filesystem_alive(scan.rdev, self.config.type):
+            # not here, yet alive: a copy in another mount namespace (stop unmounts it)
+            details["alive_elsewhere"] = True
+            return Status(
+                State.PARTIAL,
+                f"{self.config.device} is not mounted on {self.mountpoint}, but its "
+                "filesystem is still in use (mounted in another mount namespace?)",
+                details,
+            )
         return Status(State.DOWN, f"{self.config.device} not mounted", details)
 
     # -- start ------------------------------------------------------------------------
@@ -269,21 +293,31 @@ class Filesystem(Resource[FilesystemConfig]):
     # -- stop -------------------------------------------------------------------------
 
     def plan_stop(self) -> list[str]:
-        """What stop would do, from the current mount table and holders."""
+        """What stop would do, from the current mount tables and holders."""
         scan = self._scan()
-        if scan.here is None:
-            return []
-        targets = [*submounts(scan.entries, scan.here), scan.here]
-        lines = [f"umount {entry.mountpoint}" for entry in targets]
-        holders = _holders_of(scan.entries, targets)
-        if holders:
-            pids = " ".join(str(holder.pid) for holder in holders)
-            verb = "TERM, then KILL," if self.config.kill_holders else "fail on"
-            lines.append(f"if busy: {verb} {len(holders)} holders ({pids})")
+        verb = "TERM, then KILL," if self.config.kill_holders else "fail on"
+        lines = []
+        if scan.here is not None:
+            targets = [*submounts(scan.entries, scan.here), scan.here]
+            lines += [f"umount {entry.mountpoint}" for entry in targets]
+            holders = _holders_of(scan.entries, targets)
+            if holders:
+                pids = " ".join(str(holder.pid) for holder in holders)
+                lines.append(f"if busy: {verb} {len(holders)} holders ({pids})")
+        device = _device_of(scan)
+        if device is None:
+            return lines
+        copies = namespace_copies(device)
+        for copy in copies:
+            where = copy.where()
+            lines += [f"umount {entry.mountpoint} in {where}" for entry in copy.targets]
+        if copies:
+            lines.append(f"if busy there: {verb} the holders of {self.config.device}")
         return lines
 
     def stop(self, ctx: Context) -> None:
-        """Unmount the submounts then the filesystem, ending its holders if allowed."""
+        """Unmount the submounts then the filesystem, ending its holders if allowed; then
+        its copies in other mount namespaces, until the filesystem is released."""
         scan = self._scan()
         if scan.elsewhere:
             places = ", ".join(entry.mountpoint for entry in scan.elsewhere)
@@ -291,10 +325,22 @@ class Filesystem(Resource[FilesystemConfig]):
                 f"{self.config.device} is also mounted on {places}, outside {self.mountpoint}",
                 "umount it there, or the device stays in use",
             )
-        if scan.here is None:
-            return
-        self._leave_mount(scan.rdev)
         deadline = time.monotonic() + self.config.stop_timeout
+        if scan.here is not None:
+            self._leave_mount(scan.rdev)
+            self._umount_here(ctx, deadline)
+        device = _device_of(scan)
+        if device is not None:
+            fstype = scan.here.fstype if scan.here is not None else self.config.type
+            self._release_elsewhere(ctx, device, fstype, deadline)
+
+    def _umount_here(self, ctx: Context, deadline: float) -> None:
+        """umount, deepest first; while busy, end the holders and try again, to the deadline.
+
+        Every round tries the umount again as soon as the holders it signalled are gone:
+        a worker respawned by a parent that holds nothing here is ended again each time,
+        and the umount gets through in a moment when none is running.
+        """
         failure = self._umount_all(deadline)
         if failure is None:
             return
@@ -302,14 +348,26 @@ class Filesystem(Resource[FilesystemConfig]):
             raise self._busy(
                 failure, "kill-holders is false", "stop them, or set kill-holders = true"
             )
-        self._end_holders(ctx, deadline)
-        failure = self._umount_all(deadline)
-        if failure is not None:
-            raise self._busy(
-                failure,
-                f"still busy after {self.config.stop_timeout}s",
-                "stop them by hand, then run `hanode stop` again",
-            )
+        ending = _Ending(deadline, self.config.stop_timeout)
+        with ctx.waiting(f"umount {self.mountpoint}: ending holders") as line:
+            while failure is not None:
+                entries, targets = self._targets()
+                devices = kill_devices(entries, targets)
+                found = _holders_of(entries, targets, exclude_pids={os.getpid()})
+                protected = protected_pids()
+                holders = [holder for holder in found if holder.pid not in protected]
+                if not holders and found:
+                    # only hanode's parents hold it (an admin's shell in /srv): never ended
+                    raise self._busy(
+                        failure,
+                        "held by hanode's own parents",
+                        f"cd out of {self.mountpoint} there, then run `hanode stop` again",
+                    )
+                if time.monotonic() >= deadline:
+                    why, hint = ending.verdict(holders)
+                    raise self._busy(failure, why, hint)
+                ending.round(holders, devices, line)
+                failure = self._umount_all(deadline)
 
     def _leave_mount(self, rdev: int | None) -> None:
         # hanode's own cwd on the mount (started from a shell in /srv) would block umount
@@ -348,36 +406,144 @@ class Filesystem(Resource[FilesystemConfig]):
         left = self._targets()[1]
         return f"{left[0].mountpoint} is still mounted" if left else None
 
-    def _holders(self) -> list[Holder]:
-        return _holders_of(*self._targets())
+    # -- stop: the copies in other mount namespaces -------------------------------------
 
-    def _end_holders(self, ctx: Context, deadline: float) -> None:
-        """TERM every holder, wait, KILL what is left before the deadline."""
-        timeout = self.config.stop_timeout
-        # leave the last part of the timeout for KILL to take effect and umount to run
-        kill_at = deadline - min(5.0, timeout / 3)
-        termed: set[int] = set()
-        killed: set[int] = set()
-        with ctx.waiting(f"umount {self.mountpoint}: ending holders") as line:
+    def _release_elsewhere(self, ctx: Context, device: int, fstype: str, deadline: float) -> None:
+        """Unmount ``device``'s copies in other mount namespaces, until it is released.
+
+        A copy nobody holds is unmounted inside its namespace (nothing is killed for that).
+        One that is held (its namespace's processes hold the device: cwd, root, open
+        files) is not touched, so a failure leaves it as it was: with kill-holders, the
+        holders are ended as here and the umount tried again, to the deadline; without
+        it, stop fails naming the namespace. Done only when no process's mount table lists
+        the device and its filesystem is gone from the kernel (a namespace without
+        processes cannot be seen otherwise).
+        """
+        copies = namespace_copies(device)
+        if not copies and not filesystem_alive(device, fstype):
+            return  # the common case: one stat per process, nothing else
+        ending = _Ending(deadline, self.config.stop_timeout)
+        with ctx.waiting(f"{self.config.device}: other mount namespaces") as line:
             while True:
-                holders = self._holders()
-                if not holders:
+                found = find_holders(
+                    {device}, exclude_pids={os.getpid()}, include_device_nodes=False
+                )
+                failures = self._umount_copies(copies, found, deadline)
+                left = namespace_copies(device)
+                self._log_gone(copies, left, failures)
+                copies = left
+                if not copies and not filesystem_alive(device, fstype):
                     return
-                now = time.monotonic()
-                if now >= deadline:
-                    return
-                killing = now >= kill_at
-                for holder in holders:
-                    if killing and holder.pid not in killed:
-                        log.warning("KILL %s", holder.describe())
-                        _signal(holder.pid, signal.SIGKILL)
-                        killed.add(holder.pid)
-                    elif holder.pid not in termed:
-                        log.warning("TERM %s", holder.describe())
-                        _signal(holder.pid, signal.SIGTERM)
-                        termed.add(holder.pid)
-                _show(line, holders, killing, kill_at - now, deadline - now)
-                time.sleep(POLL)
+                # the namespaces where an umount failed first: a message names the first one;
+                # a failure in a namespace that has gone meanwhile is no failure
+                copies.sort(key=lambda copy: failures.get(copy.namespace.inode) is None)
+                failure = failures.get(copies[0].namespace.inode) if copies else None
+                protected = protected_pids()
+                holders = [holder for holder in found if holder.pid not in protected]
+                if (failure is not None or found) and not self.config.kill_holders:
+                    raise self._still_used(
+                        copies,
+                        failure,
+                        found,
+                        "kill-holders is false",
+                        "stop what uses it there (a container, or a service with a private "
+                        "mount namespace), or set kill-holders = true",
+                    )
+                if found and not holders:
+                    raise self._still_used(
+                        copies,
+                        failure,
+                        found,
+                        "held by hanode's own parents",
+                        f"cd out of {self.mountpoint} there, then run `hanode stop` again",
+                    )
+                if time.monotonic() >= deadline:
+                    why, hint = ending.verdict(holders)
+                    raise self._still_used(copies, failure, found, why, hint)
+                # no copy left to see: only the teardown of an ended namespace to wait for
+                ending.round(holders, {device}, line, idle=POLL if copies else GONE_POLL * 5)
+
+    def _umount_copies(
+        self, copies: Sequence[NamespaceCopy], holders: Sequence[Holder], deadline: float
+    ) -> dict[int, str | None]:
+        """Unmount the copies nobody holds inside their namespace, deepest first.
+
+        By namespace: None when all its targets were unmounted, else why not. A copy
+        held by a process of its namespace, or on which the namespace's root is, is left
+        whole: unmounting what is below it (a container's /proc, its own mounts) first
+        and then failing on it would break what the failure leaves running.
+        """
+        outcome: dict[int, str | None] = {}
+        for copy in copies:
+            where = copy.where()
+            members = set(copy.namespace.pids)
+            if any(entry.mountpoint == "/" for entry in copy.mounts):
+                outcome[copy.namespace.inode] = "it is the root of that namespace"
+                continue
+            if any(holder.pid in members for holder in holders):
+                outcome[copy.namespace.inode] = "busy"
+                continue
+            outcome[copy.namespace.inode] = None
+            for entry in copy.targets:
+                failure = _umount_in_namespace(copy, entry, deadline)
+                if failure is None:
+                    # a container loses what it saw there: worth more than an info line
+                    log.warning("unmounted %s in %s", entry.mountpoint, where)
+                    continue
+                log.info("umount %s in %s: %s", entry.mountpoint, where, failure)
+                outcome[copy.namespace.inode] = f"umount {entry.mountpoint} there: {failure}"
+                break  # the mounts above it cannot go while it is there
+        return outcome
+
+    @staticmethod
+    def _log_gone(
+        before: Sequence[NamespaceCopy],
+        after: Sequence[NamespaceCopy],
+        failures: Mapping[int, str | None],
+    ) -> None:
+        """Say which copies went without an umount of ours: their namespace has ended."""
+        still = {copy.namespace.inode for copy in after}
+        for copy in before:
+            if copy.namespace.inode in still or failures.get(copy.namespace.inode) is None:
+                continue  # still there, or unmounted by us (said already)
+            if os.path.exists(copy.file):
+                log.info("the copy on %s in %s is gone", copy.place(), copy.where())
+            else:
+                log.info(
+                    "%s has ended with its processes, and its copy on %s with it",
+                    copy.where(),
+                    copy.place(),
+                )
+
+    def _still_used(
+        self,
+        copies: Sequence[NamespaceCopy],
+        failure: str | None,
+        holders: Sequence[Holder],
+        why: str,
+        hint: str,
+    ) -> StepFailed:
+        device = self.config.device
+        if copies:
+            first = copies[0]
+            where = f"{first.place()} in {first.where()}"
+            if len(copies) > 1:
+                others = ", ".join(copy.where() for copy in copies[1:])
+                where += f", and in {others}"
+            message = f"{device} is still mounted on {where}"
+        else:
+            message = f"{device} is unmounted everywhere, but its filesystem is still in use"
+        if failure is not None:
+            message += f": {failure}"
+        if holders:
+            return StepFailed(f"{message} ({why}), held by {_named(holders, device)}", hint)
+        if not copies:
+            return StepFailed(
+                f"{message} ({why}), by no process",
+                "a mount namespace kept without processes (a bind mount of its ns file: "
+                "findmnt -t nsfs) holds it; umount that, then run `hanode stop` again",
+            )
+        return StepFailed(f"{message} ({why})", hint)
 
     def _busy(self, failure: str, why: str, hint: str) -> StepFailed:
         entries, targets = self._targets()
@@ -398,18 +564,7 @@ class Filesystem(Resource[FilesystemConfig]):
                 "a swap file, a loop device or an NFS export on it, or a mount namespace "
                 "without processes can keep it busy: see /proc/swaps, losetup -l, exportfs",
             )
-        protected = protected_pids()
-        mark = " [hanode's parent: never ended]"
-        described = [
-            holder.describe() + (mark if holder.pid in protected else "") for holder in holders
-        ]
-        shown = "; ".join(described[:SHOWN_HOLDERS])
-        more = len(holders) - SHOWN_HOLDERS
-        if more > 0:
-            shown += f"; and {more} more"
-        for line in described:
-            log.error("holds %s: %s", self.mountpoint, line)
-        return StepFailed(f"{failure} ({why}), held by {shown}", hint)
+        return StepFailed(f"{failure} ({why}), held by {_named(holders, self.mountpoint)}", hint)
 
     def _holders_for_report(self) -> list[Holder]:
         # include hanode's own parents (never killed): an admin's shell in /srv is common
@@ -452,6 +607,7 @@ class Filesystem(Resource[FilesystemConfig]):
         status = self.probe()
         if status.state is State.UNKNOWN:
             findings.append(Finding(Level.ERROR, status.summary, "umount it"))
+        findings += self._namespace_findings(status)
         findings += self._fstab_findings()
         if config.fsck is not Fsck.NEVER and not _which(f"fsck.{config.type}"):
             findings.append(
@@ -461,6 +617,27 @@ class Filesystem(Resource[FilesystemConfig]):
                     'install the filesystem\'s tools, or set fsck = "never"',
                 )
             )
+        return findings
+
+    def _namespace_findings(self, status: Status) -> list[Finding]:
+        """Copies of the mount in other mount namespaces: stop has to unmount them there."""
+        rdev = self._device_number()
+        copies = namespace_copies(rdev) if rdev is not None else []
+        hint = (
+            "a container or a service with a private mount namespace started while it was "
+            "mounted; `hanode stop` unmounts it there, or ends its holders if kill-holders "
+            "allows"
+        )
+        findings = [
+            Finding(
+                Level.WARNING,
+                f"{self.config.device} is also mounted on {copy.place()} in {copy.where()}",
+                hint,
+            )
+            for copy in copies
+        ]
+        if status.state is State.PARTIAL and not copies:
+            findings.append(Finding(Level.WARNING, status.summary, "`hanode stop` releases it"))
         return findings
 
     def _fstab_findings(self) -> list[Finding]:
@@ -532,6 +709,149 @@ def _holders_of(
     return find_holders(
         kill_devices(entries, targets), exclude_pids=exclude_pids, include_device_nodes=False
     )
+
+
+def _device_of(scan: _MountScan) -> int | None:
+    # the node may be gone (DRBD down) while its filesystem is mounted: mountinfo knows it
+    if scan.rdev is not None:
+        return scan.rdev
+    return scan.here.device if scan.here is not None else None
+
+
+def _named(holders: Sequence[Holder], what: str) -> str:
+    """The holders in one line, the first SHOWN_HOLDERS of them; each one in the log."""
+    protected = protected_pids()
+    mark = " [hanode's parent: never ended]"
+    described = [
+        holder.describe() + (mark if holder.pid in protected else "") for holder in holders
+    ]
+    shown = "; ".join(described[:SHOWN_HOLDERS])
+    more = len(holders) - SHOWN_HOLDERS
+    if more > 0:
+        shown += f"; and {more} more"
+    for line in described:
+        log.error("holds %s: %s", what, line)
+    return shown
+
+
+# Run as `python3 -I -S -c THIS NSFILE INODE PATH`: enter the mount namespace, make sure it
+# is still the one scanned (a pid can be reused), and umount2(2) PATH there. Nothing is
+# executed from inside: a container's own umount could be anything, and hanode is root.
+_UMOUNT_IN_NAMESPACE = """\
+import ctypes, os, sys
+ns_file, inode, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+libc = ctypes.CDLL(None, use_errno=True)
+try:
+    fd = os.open(ns_file, os.O_RDONLY | os.O_CLOEXEC)
+except OSError:
+    sys.exit("its processes have ended")
+if os.fstat(fd).st_ino != inode:
+    sys.exit("its processes have ended")
+if libc.setns(fd, 0x00020000) != 0:  # CLONE_NEWNS
+    sys.exit("setns: " + os.strerror(ctypes.get_errno()))
+if libc.umount2(os.fsencode(path), 8) != 0:  # UMOUNT_NOFOLLOW
+    sys.exit(os.strerror(ctypes.get_errno()))
+"""
+
+
+def _umount_in_namespace(copy: NamespaceCopy, entry: MountEntry, deadline: float) -> str | None:
+    """umount ``entry`` inside the namespace of ``copy``; None when done, else why not."""
+    argv = [
+        "python3",
+        "-I",
+        "-S",
+        "-c",
+        _UMOUNT_IN_NAMESPACE,
+        copy.file,
+        str(copy.namespace.inode),
+        entry.mountpoint,
+    ]
+    try:
+        result = run(argv, timeout=max(deadline - time.monotonic(), 10.0), check=False)
+    except CommandError as err:
+        return str(err)
+    if result.returncode == 0:
+        return None
+    return stderr_tail(result.stderr) or f"exit status {result.returncode}"
+
+
+class _Ending:
+    """Ends holders over rounds, up to a deadline: TERM each once, then KILL from kill_at.
+
+    It remembers whom it signalled and who started them, so that a stop that runs out of
+    time can name the parent that keeps starting new holders (a respawning worker).
+    """
+
+    def __init__(self, deadline: float, timeout: float) -> None:
+        self.deadline = deadline
+        self.timeout = timeout
+        # leave the last part of the timeout for KILL to take effect and umount to run
+        self.kill_at = deadline - min(5.0, timeout / 3)
+        self.termed: set[int] = set()
+        self.killed: set[int] = set()
+        self.first: set[int] | None = None  # the holders of the first round
+        self.starters: Counter[int] = Counter()  # the parents of those that came after
+
+    def round(
+        self,
+        holders: Sequence[Holder],
+        devices: set[int],
+        line: ProgressLine,
+        idle: float = POLL,
+    ) -> None:
+        """Signal ``holders``, then wait until none holds ``devices`` (at most POLL).
+
+        Returning as soon as they let go is what beats a respawner: the next umount
+        comes before its next worker. With no holders, wait ``idle`` seconds.
+        """
+        now = time.monotonic()
+        if self.first is None:
+            self.first = {holder.pid for holder in holders}
+        killing = now >= self.kill_at
+        for holder in holders:
+            if killing and holder.pid not in self.killed:
+                log.warning("KILL %s", holder.describe())
+                _signal(holder.pid, signal.SIGKILL)
+                self.killed.add(holder.pid)
+            elif not killing and holder.pid not in self.termed:
+                log.warning("TERM %s", holder.describe())
+                _signal(holder.pid, signal.SIGTERM)
+                self.termed.add(holder.pid)
+            else:
+                continue
+            if holder.pid not in self.first:
+                self.starters[holder.ppid] += 1
+        _show(line, holders, killing, self.kill_at - now, self.deadline - now)
+        until = min(now + (POLL if holders else idle), self.deadline)
+        pids = {holder.pid for holder in holders}
+        spent = 0.0
+        while time.monotonic() < until:
+            # never more than half the time looking: many holders that ignore TERM are slow
+            time.sleep(max(GONE_POLL, spent) if pids else max(until - time.monotonic(), 0.0))
+            if pids:
+                began = time.monotonic()
+                still = find_holders(
+                    devices, exclude_pids=set(), include_device_nodes=False, pids=pids
+                )
+                spent = time.monotonic() - began
+                pids = {holder.pid for holder in still}
+                if not pids:
+                    return
+
+    def verdict(self, holders: Sequence[Holder]) -> tuple[str, str]:
+        """Why the deadline passed, and the fix: the parent that keeps starting holders."""
+        why = f"still busy after {self.timeout:g}s"
+        hint = "stop them by hand, then run `hanode stop` again"
+        ended = self.termed | self.killed
+        new = len(ended - (self.first or set()))
+        held = ended | {holder.pid for holder in holders}
+        # a parent that is a holder itself is ended too; one that is not keeps respawning
+        starters = [pid for pid, _ in self.starters.most_common() if pid and pid not in held]
+        if new and starters:
+            starter = f"{starters[0]} ({process_name(starters[0])})"
+            why += f"; {new} new holders appeared meanwhile, started by {starter}"
+            hint = f"stop {starter}, or its service, then run `hanode stop` again"
+        return why, hint
 
 
 def _signal(pid: int, signum: int) -> None:

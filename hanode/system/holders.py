@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -27,6 +28,7 @@ class Holder:
     pid: int
     name: str
     reasons: tuple[str, ...]  # "cwd", "root", "exe", "fd 3 /srv/x (deleted)", "mmap /srv/a.so"
+    ppid: int = 0  # its parent (0: unknown): who starts it again if it is respawned
 
     def describe(self) -> str:
         """One line for logs and errors: ``1234 (apache2): cwd, fd 3 /srv/x``."""
@@ -50,6 +52,7 @@ def find_holders(
     *,
     exclude_pids: set[int] | None = None,
     include_device_nodes: bool = True,
+    pids: Iterable[int] | None = None,
 ) -> list[Holder]:
     """Every process holding a file on, or the block device of, one of ``devices``.
 
@@ -57,15 +60,16 @@ def find_holders(
     the st_rdev of its block device. Processes in ``exclude_pids`` are left out; by
     default (None) that is hanode itself and its ancestors, which must never be killed.
     With ``include_device_nodes`` false, an fd on the block device node itself does not
-    count (it does not keep the filesystem busy). Processes that vanish during the walk
-    are skipped. The result is ordered by pid.
+    count (it does not keep the filesystem busy). ``pids`` limits the walk to those
+    processes (None: every process). Processes that vanish during the walk are skipped.
+    The result is ordered by pid.
     """
     if not devices:
         return []
     excluded = protected_pids() if exclude_pids is None else exclude_pids
     scan = _ProcessScanner(devices, include_device_nodes)
     holders: list[Holder] = []
-    for pid in _pids():
+    for pid in _pids() if pids is None else sorted(set(pids)):
         if pid in excluded:
             continue
         holder = scan.process(pid)
@@ -99,7 +103,9 @@ class _ProcessScanner:
             return None  # gone already
         try:
             reasons = self._links(directory) + self._fds(directory) + self._maps(directory)
-            return Holder(pid, _name(directory), tuple(reasons)) if reasons else None
+            if not reasons:
+                return None
+            return Holder(pid, _name(directory), tuple(reasons), _ppid(directory))
         finally:
             os.close(directory)
 
@@ -182,3 +188,25 @@ def _name(directory: int) -> str:
         return os.fsdecode(_read(directory, "comm").rstrip(b"\n"))
     except OSError:
         return "?"  # vanished: the pid is still worth reporting
+
+
+def _ppid(directory: int) -> int:
+    try:
+        text = _read(directory, "stat")
+    except OSError:
+        return 0
+    # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ")"
+    fields = text[text.rfind(b")") + 1 :].split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+
+
+def process_name(pid: int) -> str:
+    """The command name of ``pid`` (/proc/PID/comm); "?" when it is gone."""
+    try:
+        directory = os.open(f"{_PROC}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return "?"
+    try:
+        return _name(directory)
+    finally:
+        os.close(directory)
