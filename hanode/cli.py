@@ -17,12 +17,13 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from hanode import __version__
+from hanode import __version__, interrupt
 from hanode import log as hlog
 from hanode.config import Config, config_path, load
 from hanode.engine import Action, Engine, overall
-from hanode.errors import ConfigError, Exit, HanodeError, StatusExit
+from hanode.errors import ConfigError, Exit, HanodeError, Interrupted, StatusExit
 from hanode.resources import Context, Level, build
+from hanode.run import search_path
 
 logger = logging.getLogger("hanode")
 
@@ -119,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted")
         return int(Exit.FAILED)
+    except Interrupted as err:  # the engine turns its own into a StepFailed: a safety net
+        logger.error("%s", err)
+        return int(Exit.FAILED)
     except Exception as err:
         if debug:
             traceback.print_exc()
@@ -129,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    search_path()  # an unsafe HANODE_PATH is refused before anything is read or run
     path = config_path(getattr(args, "config", None))
     if args.verb == "import-drbdlinks":
         return _import_drbdlinks(Path(args.drbdlinks_conf), path)
@@ -144,25 +149,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.verb == "check":
         return _check(engine, config)
     action = Action(args.verb)
-    if args.dry_run:
-        return _plan(engine, action)
-    # Never hold the mount we may unmount (an admin often runs this from inside /srv).
-    os.chdir("/")
     ctx = Context(
         force=getattr(args, "force", False),
         down=getattr(args, "down", False),
         progress=hlog.progress,
     )
-    report = engine.start(ctx) if action is Action.START else engine.stop(ctx)
-    done = "active" if action is Action.START else "standby"
-    logger.info("node is %s (%s took %.2fs)", done, action.value, report.seconds)
+    if args.dry_run:
+        return _plan(engine, action, ctx)
+    # Never hold the mount we may unmount (an admin often runs this from inside /srv).
+    os.chdir("/")
+    # Guarded up to the last line: a signal after the work is logged, not an exit 1 with
+    # the work done (the engine raises it only while steps run).
+    with interrupt.guarded():
+        report = engine.start(ctx) if action is Action.START else engine.stop(ctx)
+        done = "active" if action is Action.START else "standby"
+        logger.info("node is %s (%s took %.2fs)", done, action.value, report.seconds)
     return int(Exit.OK)
 
 
-def _plan(engine: Engine, action: Action) -> int:
+def _plan(engine: Engine, action: Action, ctx: Context) -> int:
     out = sys.stdout
     out.write(f"plan for {action.value} (dry run: nothing is changed)\n")
-    for number, line in enumerate(engine.plan(action), start=1):
+    for number, line in enumerate(engine.plan(action, ctx), start=1):
         out.write(f"{number}. {line.step:<11} now {line.state.value:<8} {line.summary}\n")
         if not line.actions:
             out.write("     - skip: already in the wanted state\n")

@@ -1,9 +1,15 @@
 """hanode.toml → frozen dataclasses, with one-line errors naming file, line and key.
 
-Every section is optional; what is absent is not managed. The TOML is read with tomlkit
-(the same library ``import-drbdlinks`` writes with, so comments survive). TOML syntax
-errors carry tomlkit's own line; for a bad value the line of its key is found in the
-text; a duplicated key (tomlkit's error has no line) is found the same way.
+Every section is optional; what is absent is not managed. A config cannot hurt: it is
+read only if it is a regular file of at most MAX_CONFIG_BYTES reached through no symlink
+(and, unless --insecure-config, only root can change it or any directory above it); any
+problem in it is a ConfigError (exit 2) whose one line starts with ``FILE:LINE:``.
+
+The TOML is parsed with the standard library's tomllib, not tomlkit (which
+import-drbdlinks writes with, to keep comments): tomlkit takes 2 s to parse 4 KB of
+sub-tables and 200 s for 37 KB, tomllib milliseconds. Syntax errors carry tomllib's
+line; a value's line is that of its key's statement, located in the text (regexes
+locate, tomllib decodes quoted keys).
 """
 
 from __future__ import annotations
@@ -11,20 +17,29 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tomllib
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
-
-import tomlkit
-import tomlkit.exceptions
 
 from hanode.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/hanode/hanode.toml")
 IFNAMSIZ = 16  # the kernel's limit, NUL included: names and labels are <= 15 characters
 UNIT_SUFFIXES = (".service", ".socket", ".target", ".mount", ".timer", ".path", ".scope")
+# Refused unread above this: the shipped file is 3.5 KB and 64 KiB holds ~800 links, and
+# the bound keeps any content parsed in well under a second (tomllib is quadratic in the
+# depth of one dotted key: 0.3 s for a 16 KB one).
+MAX_CONFIG_BYTES = 64 * 1024
+# No setting needs a longer line; it caps that quadratic case at ~0.02 s a line.
+MAX_LINE_CHARS = 4096
+# Characters no string in hanode.toml may hold: controls (NUL, newline, ESC, DEL, C1),
+# invisible format characters (U+202E reverses text), line and paragraph separators.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
 @dataclass(frozen=True)
@@ -55,50 +70,185 @@ def config_path(cli_value: str | None) -> Path:
 
 
 def load(path: Path, *, insecure: bool = False) -> Config:
-    """Read, check and return the configuration at ``path``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file", "give the config with -c FILE or HANODE_CONFIG"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot open: {err.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not insecure:
-            _check_ownership(path, os.fstat(handle.fileno()))
-        raw = handle.read()
+    """Read, check and return the configuration at ``path``.
+
+    ``insecure`` (--insecure-config, for tests) skips the ownership checks of the file and
+    of its directories; a symlink, a file that is not a regular one and an oversized file
+    are refused either way, before a byte is read.
+    """
+    shown = printable(str(path))
+    if "\0" in str(path):
+        raise ConfigError(f"{shown}: not a file name (it holds a NUL byte)")
+    raw = _read(path, shown, insecure=insecure)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 at byte {err.start}") from None
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(
+            f"{shown}:{line}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {column})",
+            "save the file as UTF-8",
+        ) from None
     return parse(text, path)
 
 
-def _check_ownership(path: Path, st: os.stat_result) -> None:
+_WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # a directory, never a link
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
+
+
+def _read(path: Path, shown: str, *, insecure: bool) -> bytes:
+    """The file's bytes, reached from / one directory at a time without following a link."""
+    try:
+        absolute = os.path.join(os.getcwd(), path)  # getcwd has no symlinks: safe to walk
+    except OSError as err:
+        message = f"{shown}: cannot resolve the current directory: {err.strerror}"
+        raise ConfigError(message) from None
+    names = [name for name in absolute.split("/") if name not in ("", ".")]
+    if not names:
+        names = ["."]  # "/" itself: reported as a directory
+    directory = "/"
+    fd = os.open("/", _WALK)
+    try:
+        if not insecure:
+            _check_directory(shown, directory, os.fstat(fd))
+        for name in names[:-1]:
+            below = os.path.normpath(os.path.join(directory, name))
+            try:
+                inner = os.open(name, _WALK, dir_fd=fd)
+            except OSError as err:
+                raise _unreachable(shown, fd, name, below, err) from None
+            os.close(fd)
+            fd, directory = inner, below
+            if not insecure:
+                _check_directory(shown, directory, os.fstat(fd))
+        return _read_file(shown, fd, os.path.join(directory, names[-1]), insecure=insecure)
+    finally:
+        os.close(fd)
+
+
+def _read_file(shown: str, dir_fd: int, where: str, *, insecure: bool) -> bytes:
+    # lstat before open: a device is never opened (a tape rewinds), a FIFO never waited on
+    name = os.path.basename(where)
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as err:
+        raise _missing(shown, err) from None
+    _check_kind(shown, where, st)
+    try:
+        fd = os.open(name, _READ, dir_fd=dir_fd)
+    except OSError as err:
+        raise _missing(shown, err) from None
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+            raise ConfigError(f"{shown}: replaced while being opened", "run hanode again")
+        _check_kind(shown, where, opened)
+        if not insecure:
+            _check_ownership(shown, opened)
+        raw = handle.read(MAX_CONFIG_BYTES + 1)  # it may have grown since the fstat
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise _too_big(shown, len(raw))
+    return raw
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symlink",
+}
+
+
+def _check_kind(shown: str, where: str, st: os.stat_result) -> None:
+    kind = stat.S_IFMT(st.st_mode)
+    if kind == stat.S_IFLNK:
+        real = printable(os.path.realpath(where))
+        raise ConfigError(
+            f"{shown}: is a symlink (to {real}); hanode reads no config through one",
+            f"give the file itself, -c {real}, or put the file in the symlink's place",
+        )
+    if kind != stat.S_IFREG:
+        raise ConfigError(
+            f"{shown}: is {_KINDS.get(kind, 'not a regular file')}, not a regular file",
+            "give the config file itself with -c FILE",
+        )
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise _too_big(shown, st.st_size)
+
+
+def _too_big(shown: str, size: int) -> ConfigError:
+    return ConfigError(
+        f"{shown}: is {size} bytes, over the {MAX_CONFIG_BYTES} a config may have",
+        "hanode.toml is a few KiB: is this the right file?",
+    )
+
+
+def _missing(shown: str, err: OSError) -> ConfigError:
+    if isinstance(err, FileNotFoundError):
+        return ConfigError(
+            f"{shown}: no such file", "give the config with -c FILE or HANODE_CONFIG"
+        )
+    return ConfigError(f"{shown}: cannot open: {err.strerror}")
+
+
+def _unreachable(shown: str, dir_fd: int, name: str, below: str, err: OSError) -> ConfigError:
+    """Why the directory ``below`` (``name`` in ``dir_fd``) cannot be walked into."""
+    if isinstance(err, FileNotFoundError):
+        return _missing(shown, err)
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return ConfigError(f"{shown}: cannot open {printable(below)}: {err.strerror}")
+    if stat.S_ISLNK(st.st_mode):
+        real = printable(os.path.realpath(below))
+        return ConfigError(
+            f"{shown}: {printable(below)} is a symlink (to {real}); hanode reads no config "
+            "through one",
+            f"give the path through {real} with -c FILE",
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        return ConfigError(f"{shown}: {printable(below)} is not a directory")
+    return ConfigError(f"{shown}: cannot open {printable(below)}: {err.strerror}")
+
+
+def _check_directory(shown: str, directory: str, st: os.stat_result) -> None:
+    # Whoever can rename entries in a directory above the file can swap the file.
+    where = printable(directory)
+    if st.st_uid != 0:
+        raise ConfigError(
+            f"{shown}: directory {where} is owned by uid {st.st_uid}, not root",
+            f"chown root: {where}, or --insecure-config for tests",
+        )
+    # Sticky and root's (/tmp): others cannot rename or unlink root's entries in it, and
+    # the next component down is required to be root's like every other one.
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        raise ConfigError(
+            f"{shown}: directory {where} is writable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o})",
+            f"chmod go-w {where}, or keep the config where only root can write",
+        )
+
+
+def _check_ownership(shown: str, st: os.stat_result) -> None:
     # hanode runs as root and starts what the file names: only root may write it.
     if st.st_uid != 0:
         raise ConfigError(
-            f"{path}: owned by uid {st.st_uid}, not root",
-            f"chown root: {path}, or --insecure-config for tests",
+            f"{shown}: owned by uid {st.st_uid}, not root",
+            f"chown root: {shown}, or --insecure-config for tests",
         )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise ConfigError(
-            f"{path}: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})",
-            f"chmod go-w {path}",
+            f"{shown}: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})",
+            f"chmod go-w {shown}",
         )
 
 
 def parse(text: str, path: Path) -> Config:
     """Parse TOML text into a Config; ``path`` is used in messages only."""
     lines = _Locator(text, path)
-    try:
-        document = tomlkit.parse(text)
-    except tomlkit.exceptions.ParseError as err:
-        raise ConfigError(f"{path}:{err.line}: invalid TOML: {_parse_reason(err)}") from None
-    except tomlkit.exceptions.KeyAlreadyPresent as err:
-        raise ConfigError(lines.duplicate_key_message(str(err))) from None
-    data: dict[str, Any] = document.unwrap()
+    data = _toml(text, lines)
 
     from hanode.resources import kinds
 
@@ -106,102 +256,246 @@ def parse(text: str, path: Path) -> Config:
     for name, value in data.items():
         if name not in known:
             raise ConfigError(
-                f"{lines.at(name)}: unknown section [{name}]",
+                f"{lines.at((name,))}: unknown section [{printable(name)}]",
                 f"known sections: {', '.join(known)}",
             )
         if not isinstance(value, dict):
-            raise ConfigError(f"{lines.at(name)}: {name} must be a [{name}] table")
+            raise ConfigError(
+                f"{lines.at((name,))}: {name} must be a [{name}] table, got {describe(value)}"
+            )
 
     settings: dict[str, object] = {}
     for name, kind in known.items():
         if name in data:
             table = Table(data, name, lines)
+            table.refuse_control_characters()
             settings[name] = kind.parse(table, settings)
             table.finish()
     return Config(path, settings)
 
 
-def _parse_reason(err: tomlkit.exceptions.ParseError) -> str:
-    # tomlkit's message ends with " at line L col C": we already lead with the line.
-    return re.sub(r" at line \d+ col \d+$", "", str(err))
+def _toml(text: str, lines: _Locator) -> dict[str, Any]:
+    for count, content in enumerate(lines.raw, start=1):
+        if len(content) > MAX_LINE_CHARS:
+            raise ConfigError(
+                f"{lines.shown}:{count}: line of {len(content)} characters, over the "
+                f"{MAX_LINE_CHARS} a config line may have"
+            )
+    if text.startswith("\ufeff"):  # invisible in an editor: tomllib's "Invalid statement" puzzles
+        raise ConfigError(
+            f"{lines.shown}:1: starts with a byte order mark (U+FEFF)", "save it without BOM"
+        )
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(lines.syntax_error(str(err))) from None
+    except Exception as err:
+        # The parser is a function of the text alone: whatever else it raises is the
+        # text's fault (RecursionError for values nested a few hundred deep).
+        line = lines.first_failing(type(err))
+        reason = "values nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise ConfigError(f"{lines.shown}:{line}: invalid TOML: {printable(reason)}") from None
+
+
+# What locates a statement: a TOML key (bare, "basic" or 'literal', dotted) heading a
+# line as `[key]`, `[[key]]` or `key =`. Only to find lines; tomllib decodes the key.
+_BARE_KEY = r"[A-Za-z0-9_-]+"
+_KEY_PART = rf"""(?:{_BARE_KEY}|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_KEY = rf"{_KEY_PART}(?:[ \t]*\.[ \t]*{_KEY_PART})*"
+_HEADER_RE = re.compile(rf"[ \t]*(\[\[?)[ \t]*({_KEY})[ \t]*\]\]?[ \t]*(?:#.*)?")
+_ASSIGN_RE = re.compile(rf"[ \t]*({_KEY})[ \t]*=")
+_BARE_DOTTED_RE = re.compile(rf"{_BARE_KEY}(?:[ \t]*\.[ \t]*{_BARE_KEY})*")
+_WHERE_RE = re.compile(r" \(at line (\d+), column (\d+)\)$")
+_AT_END = " (at end of document)"
+_REDEFINED = ("Cannot overwrite", "Cannot declare", "Cannot redefine", "Cannot mutate")
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """A line that names a key: a table header or the start of a key = value pair."""
+
+    line: int
+    table: tuple[str, ...]  # the table it is in (a header: the table it opens)
+    key: tuple[str, ...]  # the key, dotted parts (a header: none)
+    header: str  # "[" or "[[" for a header, "" for key = value
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return self.table + self.key
+
+
+def _key_path(text: str) -> tuple[str, ...] | None:
+    """The parts of a dotted key as written in the text; None if tomllib refuses it."""
+    if _BARE_DOTTED_RE.fullmatch(text):
+        return tuple(part.strip(" \t") for part in text.split("."))
+    try:
+        node: object = tomllib.loads(f"{text} = 0")
+    except tomllib.TOMLDecodeError:
+        return None
+    parts: list[str] = []
+    while isinstance(node, dict) and len(node) == 1:
+        key, node = next(iter(node.items()))
+        parts.append(key)
+    return tuple(parts)
+
+
+def _first(count: int, holds: Callable[[int], bool]) -> int:
+    """The least n in 1..count for which ``holds(n)``, by bisection (``holds(count)``)."""
+    low, high = 1, max(count, 1)
+    while low < high:
+        middle = (low + high) // 2
+        if holds(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 class _Locator:
-    """Finds the line of a section, key or value in the text, for error messages."""
+    """Finds the line of a section, key or value in the text, for error messages.
+
+    Every line it gives is a line of the file: a statement that names the key, else the
+    one that opens its table, else (never seen) the first line up to which tomllib
+    finds the key.
+    """
 
     def __init__(self, text: str, path: Path) -> None:
         self.path = path
-        self.lines = text.splitlines()
+        self.shown = printable(str(path))
+        self.raw = text.split("\n")  # as tomllib counts lines (splitlines also splits on \x85)
 
-    def _section_range(self, section: str) -> tuple[int, int] | None:
-        header = re.compile(r"^\s*\[\s*" + re.escape(section) + r"\s*\]\s*(#.*)?$")
-        any_header = re.compile(r"^\s*\[")
-        for start, line in enumerate(self.lines):
-            if header.match(line):
-                end = next(
-                    (
-                        n
-                        for n in range(start + 1, len(self.lines))
-                        if any_header.match(self.lines[n])
-                    ),
-                    len(self.lines),
-                )
-                return start, end
-        return None
-
-    def line_of(self, section: str, key: str | None = None, value: str | None = None) -> int | None:
-        span = self._section_range(section)
-        if span is None:
-            return None
-        start, end = span
-        if key is None:
-            return start + 1
-        key_re = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=")
-        for number in range(start + 1, end):
-            if key_re.match(self.lines[number]):
-                if value is None:
-                    return number + 1
-                # a value inside an array may sit on a later line of the same key
-                for inner in range(number, end):
-                    if value in self.lines[inner]:
-                        return inner + 1
-                return number + 1
-        return start + 1
-
-    def at(self, section: str, key: str | None = None, value: str | None = None) -> str:
-        line = self.line_of(section, key, value)
-        return f"{self.path}:{line}" if line else str(self.path)
-
-    def duplicate_key_message(self, error: str) -> str:
-        match = re.search(r'Key "(.+)" already exists', error)
-        key = match.group(1) if match else None
-        headers: dict[str, int] = {}
-        keys: dict[tuple[str, str], int] = {}
-        section = ""
-        header_re = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
-        key_re = re.compile(r"^\s*[\"']?([A-Za-z0-9_-]+)[\"']?\s*=")
-        for number, line in enumerate(self.lines, start=1):
-            found = header_re.match(line)
-            if found:
-                section = found.group(1)
-                if section in headers:
-                    return (
-                        f"{self.path}:{number}: section [{section}] defined twice "
-                        f"(first at line {headers[section]})"
-                    )
-                headers[section] = number
+    @cached_property
+    def statements(self) -> list[_Statement]:
+        """Every header and key = value line, in file order (built on the first error)."""
+        found: list[_Statement] = []
+        table: tuple[str, ...] = ()
+        for number, raw in enumerate(self.raw, start=1):
+            line = raw.removesuffix("\r")
+            header = _HEADER_RE.fullmatch(line)
+            if header:
+                key = _key_path(header.group(2))
+                if key is not None:
+                    table = key
+                    found.append(_Statement(number, key, (), header.group(1)))
                 continue
-            found = key_re.match(line)
-            if found:
-                name = found.group(1)
-                if (section, name) in keys:
-                    where = f"[{section}] " if section else ""
-                    return (
-                        f"{self.path}:{number}: {where}{name} defined twice "
-                        f"(first at line {keys[(section, name)]})"
-                    )
-                keys[(section, name)] = number
-        return f"{self.path}: key {key or '?'} defined twice"
+            assign = _ASSIGN_RE.match(line)
+            if assign:
+                key = _key_path(assign.group(1))
+                if key is not None:
+                    found.append(_Statement(number, table, key, ""))
+        return found
+
+    def _statement(self, path: tuple[str, ...]) -> _Statement | None:
+        """The statement naming ``path``, else the deepest one holding it, else the first
+        one inside it (a section made only of sub-tables or dotted keys)."""
+        statements = self.statements
+        exact = [s for s in statements if s.path == path]
+        if exact:
+            return exact[0]
+        holding = [s for s in statements if s.path == path[: len(s.path)]]
+        if holding:
+            return max(holding, key=lambda s: len(s.path))  # the first of the deepest
+        return next((s for s in statements if s.path[: len(path)] == path), None)
+
+    def line_of(self, path: tuple[str, ...], value: str | None = None) -> int:
+        """The line of the key at ``path``; with ``value``, the line of the key's value
+        that shows it (an array's entries may sit on later lines)."""
+        found = self._statement(path)
+        if found is None:
+            return self._first_defining(path)
+        if value is None or not value:
+            return found.line
+        end = next((s.line for s in self.statements if s.line > found.line), len(self.raw) + 1)
+        # quoted first: "/etc/a" must not be found in the line of "/etc/a/b"
+        for shown in (f'"{value}"', f"'{value}'", value):
+            for number in range(found.line, end):
+                if shown in self.raw[number - 1]:
+                    return number
+        return found.line
+
+    def at(self, path: tuple[str, ...], value: str | None = None) -> str:
+        """``FILE:LINE`` of the key at ``path`` (and ``value``), for an error message."""
+        return f"{self.shown}:{self.line_of(path, value)}"
+
+    def _first_defining(self, path: tuple[str, ...]) -> int:
+        def defines(count: int) -> bool:
+            try:
+                node: object = tomllib.loads("\n".join(self.raw[:count]))
+            except Exception:
+                return False  # a prefix that ends inside a value: not there yet
+            for key in path:
+                if not isinstance(node, dict) or key not in node:
+                    return False
+                node = node[key]
+            return True
+
+        return _first(len(self.raw), defines)
+
+    def first_failing(self, kind: type[BaseException]) -> int:
+        """The first line whose inclusion makes tomllib raise ``kind``: what it choked on."""
+
+        def fails(count: int) -> bool:
+            try:
+                tomllib.loads("\n".join(self.raw[:count]))
+            except Exception as err:
+                return type(err) is kind
+            return False
+
+        return _first(len(self.raw), fails)
+
+    def last_line(self) -> int:
+        """The last line that holds anything: where an unclosed value runs out."""
+        return next(
+            (n for n in range(len(self.raw), 0, -1) if self.raw[n - 1].strip()), len(self.raw)
+        )
+
+    def syntax_error(self, message: str) -> str:
+        """The error line for a TOMLDecodeError's message: a redefinition names both lines."""
+        where = _WHERE_RE.search(message)
+        column = ""
+        if where:
+            line, reason = int(where.group(1)), message[: where.start()]
+            column = f" (column {where.group(2)})"
+        elif message.endswith(_AT_END):
+            line, reason = self.last_line(), message.removesuffix(_AT_END) + " at the end"
+        else:
+            line, reason = self.first_failing(tomllib.TOMLDecodeError), message
+        if reason.startswith(_REDEFINED):
+            twice = self._defined_twice(line)
+            if twice:
+                return twice
+        return f"{self.shown}:{line}: invalid TOML: {printable(reason)}{column}"
+
+    def _defined_twice(self, line: int) -> str | None:
+        here = next((s for s in self.statements if s.line == line), None)
+        if here is None:
+            return None
+        before = [s for s in self.statements if s.line < line]
+        same = [s for s in before if s.path == here.path]
+        first = same or [s for s in before if s.path[: len(here.path)] == here.path]
+        where = f"{self.shown}:{line}"
+        if not first:
+            # a key = value above it: an inline table or an array is closed for good
+            value = [s for s in before if not s.header and s.path == here.path[: len(s.path)]]
+            if not value:
+                return None
+            return (
+                f"{where}: {_dotted(here.path)}: {_dotted(value[0].path)} is a value "
+                f"(line {value[0].line}), it cannot be extended"
+            )
+        earlier = first[0]
+        if here.header and same and earlier.header and len(here.path) == 1:
+            section = printable(here.path[0])
+            return f"{where}: section [{section}] defined twice (first at line {earlier.line})"
+        if not here.header and same and not earlier.header:
+            key = f"[{_dotted(here.table)}] " if here.table else ""
+            key += _dotted(here.key)
+            return f"{where}: {key} defined twice (first at line {earlier.line})"
+        return f"{where}: {_dotted(here.path)} is already defined at line {earlier.line}"
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(printable(part) for part in path)
 
 
 _T = TypeVar("_T")
@@ -221,16 +515,30 @@ class Table:
         self.taken: set[str] = set()
 
     def error(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
-        where = self.lines.at(self.name, key)
-        what = f"[{self.name}] {key}" if key else f"[{self.name}]"
+        """An error in ``key`` (None: in the section), at the line of its key."""
+        where = self.lines.at((self.name, key) if key is not None else (self.name,))
+        what = f"[{self.name}] {printable(key)}" if key is not None else f"[{self.name}]"
         return ConfigError(f"{where}: {what}: {message}", hint)
 
     def item_error(
         self, key: str, index: int, message: str, hint: str | None = None, value: str | None = None
     ) -> ConfigError:
         """An error in entry ``index`` of the array ``key``, at the line showing ``value``."""
-        where = self.lines.at(self.name, key, value)
-        return ConfigError(f"{where}: [{self.name}] {key}[{index}]: {message}", hint)
+        where = self.lines.at((self.name, key), value)
+        return ConfigError(f"{where}: [{self.name}] {printable(key)}[{index}]: {message}", hint)
+
+    def refuse_control_characters(self) -> None:
+        """No key or string in the section may hold a control character (NUL, newline...):
+        paths, names and labels go to syscalls, argv and logs, where they cut or forge."""
+        for key, value in self.raw.items():
+            found = _control_string(key) or _control_string(value)
+            if found is None:
+                continue
+            message = f"must not contain control characters, got {found!r}"
+            if isinstance(value, list) and found != key:
+                index = next(n for n, item in enumerate(value) if _control_string(item))
+                raise self.item_error(key, index, message)
+            raise self.error(key, message)
 
     def get(self, key: str, kind: type[_T], default: _T = REQUIRED) -> _T:
         self.taken.add(key)
@@ -253,7 +561,7 @@ class Table:
     def integer(self, key: str, low: int, high: int, default: Any = REQUIRED) -> Any:
         value = self.get(key, int, default)
         if value is not default and not low <= value <= high:
-            raise self.error(key, f"must be between {low} and {high}, got {value}")
+            raise self.error(key, f"must be between {low} and {high}, got {number(value)}")
         return value
 
     def path(self, key: str, default: str = REQUIRED) -> str:
@@ -272,6 +580,7 @@ class Table:
             raise self.error(key, f"expected one of {allowed}, got {value!r}") from None
 
     def finish(self) -> None:
+        """Refuse the keys the section's parser did not read: a typo must not pass."""
         unknown = [key for key in self.raw if key not in self.taken]
         if unknown:
             key = unknown[0]
@@ -295,7 +604,7 @@ def describe(value: object) -> str:
     if isinstance(value, str):
         return f"string {value!r}"
     if isinstance(value, int | float):
-        return f"number {value}"
+        return f"number {number(value)}"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, dict):
@@ -303,14 +612,52 @@ def describe(value: object) -> str:
     return type(value).__name__
 
 
+def number(value: float) -> str:
+    """A number for a message: Python refuses to print an int of over 4300 digits."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"{'-' if value < 0 else ''}0x{abs(value):x}"[:24] + "..."
+    return str(value)
+
+
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a control, invisible format or line separator character."""
+    return any(unicodedata.category(char) in _CONTROL_CATEGORIES for char in text)
+
+
+def _control_string(value: object) -> str | None:
+    """The first key or string in ``value`` holding a control character, if any."""
+    pending = [value]
+    while pending:  # a loop, not recursion: arrays may nest hundreds deep
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(reversed([part for pair in item.items() for part in pair]))
+        elif isinstance(item, list):
+            pending.extend(reversed(item))
+        elif isinstance(item, str) and has_control(item):
+            return item
+    return None
+
+
+def printable(text: str) -> str:
+    """``text`` for a one-line message: as is when plain, else quoted with escapes."""
+    return repr(text) if not text or has_control(text) else text
+
+
 def check_path(value: str, error: Callable[[str], ConfigError]) -> None:
-    """Refuse a path that is relative, climbs with .., or ends with /."""
+    """Refuse a path that holds control characters, is relative, climbs with .., ends
+    with / or is not written the one way the kernel and hanode's comparisons agree on."""
+    if has_control(value):
+        raise error(f"must not contain control characters, got {value!r}")
     if not value.startswith("/"):
         raise error(f"must be an absolute path, got {value!r}")
     if ".." in PurePosixPath(value).parts:
         raise error(f"must not contain '..', got {value!r}")
     if value != "/" and value.endswith("/"):
         raise error(f"must not end with '/', got {value!r}")
+    # "/etc//a" and "/etc/./a" are "/etc/a" to the kernel but not to a string compare
+    normal = "/" + "/".join(part for part in value.split("/") if part not in ("", "."))
+    if value != normal:
+        raise error(f"{value!r} is not in normal form: write it as {normal!r}")
 
 
 def is_below(path: str, directory: str) -> bool:

@@ -3,28 +3,46 @@
 The engine knows nothing of DRBD or netlink: it asks each resource where it stands,
 skips what is already in the wanted state, acts on the rest, times every step, and on a
 failed start stops, in reverse, what this run started. One hanode runs at a time.
+
+SIGTERM or SIGINT (hanode.interrupt) cuts the steps, never a probe's verdict (it is an
+Interrupted, which no probe catches), never a rollback (remembered, logged after it),
+and never the end: after the last step it is logged and the exit says the node's state.
+The run directory and everything in it are opened from / without following symlinks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
 import logging
 import os
 import signal
+import stat
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from hanode import interrupt
 from hanode import log as hlog
-from hanode.errors import HanodeError, LockHeld, Refused, StatusExit, StepFailed, UsageError
+from hanode.errors import (
+    HanodeError,
+    Interrupted,
+    LockHeld,
+    Refused,
+    StatusExit,
+    StepFailed,
+    UsageError,
+)
 from hanode.resources import Context, Finding, Level, Resource, State, Status
+from hanode.system.paths import UnsafePath, open_parent
 
 logger = logging.getLogger("hanode.engine")
 
@@ -84,8 +102,9 @@ class PlanLine:
     actions: tuple[str, ...]  # empty: skipped, already in the wanted state
 
 
-class Interrupted(StepFailed):
-    """SIGINT or SIGTERM arrived while a start or stop was under way."""
+_LOCK = "hanode.lock"
+_STATE = "hanode"  # the state dir in the run dir: the last reports
+_NEW_FILE = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def run_dir() -> Path:
@@ -100,22 +119,59 @@ class Engine:
         self, resources: Sequence[Resource[Any]], *, state_dir: Path | None = None
     ) -> None:
         self.resources = list(resources)
-        base = state_dir or run_dir()
-        self.lock_path = base / "hanode.lock"
-        self.state_dir = base / "hanode"
+        self.base = Path(os.path.abspath(state_dir or run_dir()))
+        self.lock_path = self.base / _LOCK
+        self.state_dir = self.base / _STATE
 
-    # -- the lock ---------------------------------------------------------------------
+    # -- the run directory and the lock -----------------------------------------------
+
+    @staticmethod
+    @contextmanager
+    def _pinned(directory: Path, what: str) -> Iterator[int]:
+        """``directory``'s descriptor, walked from / through no symlink, only root's to change.
+
+        hanode.system.paths judges every directory on the way; an unsafe one is refused
+        (UnsafePath, exit 4), a missing one is a UsageError.
+        """
+        try:
+            parent = open_parent(str(directory / "-"))  # pins the directory holding any name
+        except UnsafePath as err:
+            raise err.with_context(f"unsafe {what} {directory}: {err.message}") from err
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise UsageError(
+                f"{what} {directory} is missing or not a directory: {err.strerror}",
+                "create it (root's, mode 755)",
+            ) from None
+        with parent:
+            yield parent.fileno()
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold /run/hanode.lock; a second hanode is refused at once, naming the holder."""
+    def locked(self) -> Iterator[int]:
+        """Hold /run/hanode.lock; a second hanode is refused at once, naming the holder.
+
+        Yields the run directory's descriptor, for the reports.
+        """
+        with self._pinned(self.base, "run directory") as base, self._lock(base):
+            yield base
+
+    @contextmanager
+    def _lock(self, base: int) -> Iterator[None]:
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # O_NOFOLLOW: a symlink planted here must not make root truncate its target.
+            fd = os.open(_LOCK, os.O_RDWR | _NEW_FILE, 0o644, dir_fd=base)
         except PermissionError:
             raise UsageError(
                 f"cannot open the lock {self.lock_path}: permission denied", "run hanode as root"
             ) from None
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            raise Refused(
+                f"cannot open the lock {self.lock_path}: it is a symbolic link",
+                "remove it: hanode creates the lock itself",
+            ) from None
         try:
+            _check_file(fd, self.lock_path, "the lock")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
@@ -147,14 +203,15 @@ class Engine:
             results.append((resource, status, time.monotonic() - began))
         return results
 
-    def plan(self, action: Action) -> list[PlanLine]:
+    def plan(self, action: Action, ctx: Context | None = None) -> list[PlanLine]:
         """What start or stop would do from here, step by step; changes nothing."""
-        wanted = State.UP if action is Action.START else State.DOWN
-        ordered = self.resources if action is Action.START else list(reversed(self.resources))
+        ctx = ctx or Context()
+        starting = action is Action.START
+        ordered = self.resources if starting else list(reversed(self.resources))
         lines = []
         for resource in ordered:
             status = safe_probe(resource)
-            if status.state is wanted:
+            if resource.settled(status, starting=starting, ctx=ctx):
                 actions: tuple[str, ...] = ()
             else:
                 planner = resource.plan_start if action is Action.START else resource.plan_stop
@@ -179,33 +236,44 @@ class Engine:
     def last_report(self, verb: Action) -> dict[str, object] | None:
         """The report of the last start or stop on this node since boot, if any."""
         try:
-            data: dict[str, object] = json.loads((self.state_dir / f"last-{verb}.json").read_text())
-        except (OSError, ValueError):
+            with self._pinned(self.state_dir, "state directory") as state:
+                fd = os.open(f"last-{verb}.json", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=state)
+            with os.fdopen(fd, "rb") as handle:
+                data: dict[str, object] = json.loads(handle.read())
+        except (OSError, ValueError, HanodeError):
             return None
         return data
 
     # -- acting -----------------------------------------------------------------------
 
     def start(self, ctx: Context) -> RunReport:
-        """Bring every resource up in order; on failure stop what this run started."""
+        """Bring every resource up in order; on failure stop what this run started.
+
+        A SIGTERM or SIGINT during the steps fails the start like an error (exit 1, rolled
+        back); one during the rollback is logged after it; one after the last step is
+        logged and the start stands.
+        """
         report = RunReport(Action.START, time.time())
         began = time.monotonic()
         started: list[Resource[Any]] = []
-        with self.locked(), _signals_interrupt():
+        with interrupt.guarded() as guard, self.locked() as base:
             try:
-                for resource in self.resources:
-                    self._start_one(resource, ctx, report, started)
-            except Exception as err:
-                failure = (
-                    err
-                    if isinstance(err, HanodeError)
-                    else StepFailed(
-                        f"internal error: {type(err).__name__}: {err}", "run with --debug"
-                    )
-                )
+                checks = _Preflight(self.resources, ctx)
+                ctx = dataclasses.replace(ctx, preflight_verdict=checks.verdict)
+                with guard.interruptible():
+                    for resource in self.resources:
+                        self._start_one(resource, ctx, report, started)
+            except (Exception, Interrupted) as err:
+                failure = _start_failure(err)
+                # Not interruptible here: a signal now is remembered, the rollback finishes.
                 rolled = self._rollback(started, ctx, report)
                 report.seconds = time.monotonic() - began
-                self._save(report)
+                self._save(report, base)
+                for signum in guard.take():
+                    logger.warning(
+                        "%s arrived during the rollback, which was finished first",
+                        signal.Signals(signum).name,
+                    )
                 if rolled:
                     failure = failure.with_context(
                         f"{failure.message}; rolled back: {', '.join(rolled)}"
@@ -213,15 +281,32 @@ class Engine:
                 raise failure from err
             report.ok = True
             report.seconds = time.monotonic() - began
-            self._save(report)
+            self._save(report, base)
+            guard.finished("the start completed; the node is active")
         return report
 
     def _start_one(
         self, resource: Resource[Any], ctx: Context, report: RunReport, started: list[Resource[Any]]
     ) -> None:
         step_began = time.monotonic()
+        try:
+            self._start_step(resource, ctx, report, started, step_began)
+        except Interrupted as err:
+            err.step = resource.name
+            err.acting = resource in started
+            self._record(report, resource.name, Action.START, Result.FAILED, step_began, str(err))
+            raise
+
+    def _start_step(
+        self,
+        resource: Resource[Any],
+        ctx: Context,
+        report: RunReport,
+        started: list[Resource[Any]],
+        step_began: float,
+    ) -> None:
         status = safe_probe(resource)
-        if status.state is State.UP:
+        if resource.settled(status, starting=True, ctx=ctx):
             try:
                 resource.refresh(ctx)
             except HanodeError as err:
@@ -231,20 +316,23 @@ class Engine:
                 report, resource.name, Action.START, Result.SKIPPED, step_began, status.summary
             )
             return
+        # Listed before it acts: a signal the moment start() returns still rolls it back.
+        started.append(resource)
         try:
+            if not resource.confirms_preflight:
+                ctx.before_promotion()  # the cluster active elsewhere refuses before any change
             resource.start(ctx)
         except Refused as err:
             # A refusal touched nothing in this step: only earlier steps are rolled back.
+            started.remove(resource)
             self._record(report, resource.name, Action.START, Result.REFUSED, step_began, str(err))
             raise err.with_context(f"start refused at {resource.name}: {err.message}") from err
-        except BaseException as err:
-            # A failed step may be half done: its own stop converges it back.
-            started.append(resource)
+        except Exception as err:
+            # A failed step may be half done (it stays listed): its own stop converges it back.
             self._record(report, resource.name, Action.START, Result.FAILED, step_began, _why(err))
             if isinstance(err, HanodeError):
                 raise err.with_context(f"start failed at {resource.name}: {err.message}") from err
             raise
-        started.append(resource)
         after = safe_probe(resource)
         self._record(report, resource.name, Action.START, Result.DONE, step_began, after.summary)
 
@@ -269,38 +357,64 @@ class Engine:
         return rolled
 
     def stop(self, ctx: Context) -> RunReport:
-        """Bring every resource down in exact reverse order; halt at the first failure."""
+        """Bring every resource down in exact reverse order; halt at the first failure.
+
+        A SIGTERM or SIGINT halts it where it is too (a stop never rolls back): exit 1,
+        naming the step and what is still up. One after the last step is only logged.
+        """
         report = RunReport(Action.STOP, time.time())
         began = time.monotonic()
-        with self.locked(), _signals_interrupt():
+        ordered = list(reversed(self.resources))
+        with interrupt.guarded() as guard, self.locked() as base:
             try:
-                for resource in reversed(self.resources):
-                    self._stop_one(resource, ctx, report)
+                try:
+                    with guard.interruptible():
+                        for resource in ordered:
+                            self._stop_one(resource, ctx, report)
+                except Interrupted as err:
+                    halted = _stop_interrupted(err, ordered, report)
+                    if halted is not None:
+                        raise halted from err
+                    guard.pending.append(err.signum)  # cut in the last probe: the stop is done
                 report.ok = True
             finally:
                 report.seconds = time.monotonic() - began
-                self._save(report)
+                self._save(report, base)
+            guard.finished("the stop completed; the node is standby")
         return report
 
     def _stop_one(self, resource: Resource[Any], ctx: Context, report: RunReport) -> None:
         step_began = time.monotonic()
-        status = safe_probe(resource)
-        if status.state is State.DOWN:
-            self._record(
-                report, resource.name, Action.STOP, Result.SKIPPED, step_began, status.summary
-            )
-            return
+        phase = "probe"  # where a signal cut the step: "probe", "stop" or "after" it
         try:
-            resource.stop(ctx)
-        except HanodeError as err:
-            self._record(report, resource.name, Action.STOP, Result.FAILED, step_began, str(err))
-            # Stop halts here: what is still up above this step keeps running, and the
-            # steps below it (mount, DRBD) must not be pulled out from under it.
-            raise err.with_context(
-                f"stop failed at {resource.name}: {err.message}",
-                err.hint or "fix the cause, then run `hanode stop` again",
-            ) from err
-        after = safe_probe(resource)
+            status = safe_probe(resource)
+            if resource.settled(status, starting=False, ctx=ctx):
+                self._record(
+                    report, resource.name, Action.STOP, Result.SKIPPED, step_began, status.summary
+                )
+                return
+            phase = "stop"
+            try:
+                resource.stop(ctx)
+            except HanodeError as err:
+                self._record(
+                    report, resource.name, Action.STOP, Result.FAILED, step_began, str(err)
+                )
+                # Stop halts here: what is still up above this step keeps running, and the
+                # steps below it (mount, DRBD) must not be pulled out from under it.
+                raise err.with_context(
+                    f"stop failed at {resource.name}: {err.message}",
+                    err.hint or "fix the cause, then run `hanode stop` again",
+                ) from err
+            phase = "after"
+            after = safe_probe(resource)
+        except Interrupted as err:
+            err.step = resource.name
+            err.acting = phase == "stop"
+            # cut in the probe after it, the step itself was done
+            result = Result.DONE if phase == "after" else Result.FAILED
+            self._record(report, resource.name, Action.STOP, result, step_began, str(err))
+            raise
         self._record(report, resource.name, Action.STOP, Result.DONE, step_began, after.summary)
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -313,19 +427,65 @@ class Engine:
         report.steps.append(StepReport(step, action, result, round(seconds, 3), message))
         hlog.step_event(step, action.value, result.value, seconds, message, result.level)
 
-    def _save(self, report: RunReport) -> None:
+    def _save(self, report: RunReport, base: int) -> None:
+        """Write the report into the state dir of the run directory ``base``, atomically.
+
+        Every name is opened relative to a descriptor, never following a symlink: one
+        planted at the state dir, the report or its temporary file is refused or replaced,
+        never written through.
+        """
+        target = f"last-{report.verb}.json"
+        temporary = f"last-{report.verb}.tmp"
         try:
-            self.state_dir.mkdir(mode=0o755, exist_ok=True)
-            target = self.state_dir / f"last-{report.verb}.json"
-            temporary = target.with_suffix(".tmp")
-            temporary.write_text(json.dumps(report.to_json(), indent=1) + "\n")
-            temporary.replace(target)
+            with contextlib.suppress(FileExistsError):  # mkdirat never follows a symlink
+                os.mkdir(_STATE, 0o755, dir_fd=base)
+            with self._pinned(self.state_dir, "state directory") as state:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary, dir_fd=state)  # a leftover, or a planted symlink
+                fd = os.open(temporary, os.O_WRONLY | os.O_EXCL | _NEW_FILE, 0o644, dir_fd=state)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(json.dumps(report.to_json(), indent=1) + "\n")
+                os.replace(temporary, target, src_dir_fd=state, dst_dir_fd=state)
         except OSError as err:
             logger.warning("cannot save the run report in %s: %s", self.state_dir, err.strerror)
+        except HanodeError as err:
+            logger.warning("cannot save the run report: %s", err)
+
+
+class _Preflight:
+    """The resources' preflight checks of a start, in a thread beside the first steps
+    (the DRBD wait), so that the refusal they may find costs no time of its own."""
+
+    def __init__(self, resources: Sequence[Resource[Any]], ctx: Context) -> None:
+        self._refusal: Refused | None = None
+        # quiet: its progress would interleave with the step's on the terminal
+        self._ctx = dataclasses.replace(ctx, progress=None, preflight_verdict=None)
+        self._resources = list(resources)
+        self._thread = threading.Thread(target=self._run, name="hanode-preflight", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for resource in self._resources:
+            try:
+                resource.preflight(self._ctx)
+            except Refused as err:
+                self._refusal = err
+                return
+            except Exception as err:
+                logger.warning("%s: preflight check failed: %s", resource.name, _why(err))
+
+    def verdict(self) -> None:
+        """Wait for the checks; Refused if one found the cluster active elsewhere."""
+        self._thread.join()
+        if self._refusal is not None:
+            raise self._refusal
 
 
 def safe_probe(resource: Resource[Any]) -> Status:
-    """A probe that never raises: a broken probe is an UNKNOWN state, with the reason."""
+    """A probe that never fails: a broken probe is an UNKNOWN state, with the reason.
+
+    A signal's Interrupted is no failure of the probe: it passes through (a BaseException).
+    """
     try:
         return resource.probe()
     except Exception as err:
@@ -344,21 +504,52 @@ def overall(states: Sequence[State]) -> StatusExit:
 
 
 def _why(err: BaseException) -> str:
-    if isinstance(err, HanodeError):
+    if isinstance(err, HanodeError | Interrupted):
         return str(err)
     return f"{type(err).__name__}: {err}"
 
 
-@contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (systemd's stop, a timeout) into an exception, so a cut start rolls back."""
+def _start_failure(err: BaseException) -> HanodeError:
+    """What a start that ``err`` ended reports (before the rollback is added to it)."""
+    if isinstance(err, HanodeError):
+        return err
+    if isinstance(err, Interrupted):
+        if err.step is None:
+            return StepFailed(f"start {err}")
+        return StepFailed(f"start failed at {err.step}: {err}")
+    return StepFailed(f"internal error: {type(err).__name__}: {err}", "run with --debug")
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def _stop_interrupted(
+    err: Interrupted, ordered: Sequence[Resource[Any]], report: RunReport
+) -> StepFailed | None:
+    """What a stop that a signal halted reports: where, and what is still up (None: nothing)."""
+    down = {
+        step.step
+        for step in report.steps
+        if step.action is Action.STOP and step.result in (Result.DONE, Result.SKIPPED)
+    }
+    left = [
+        f"{resource.name} (half stopped)"
+        if err.acting and resource.name == err.step
+        else resource.name
+        for resource in ordered
+        if resource.name not in down
+    ]
+    if not left:
+        return None
+    where = f" at {err.step}" if err.step else ""
+    return StepFailed(
+        f"stop {err}{where}; still up: {', '.join(left)}", "run `hanode stop` again to finish"
+    )
+
+
+def _check_file(fd: int, path: Path, what: str) -> None:
+    """Refuse a file hanode writes that is not a plain file of its own (one link, root's)."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        raise Refused(
+            f"{what} {path} is not a plain file with one link", "remove it: hanode creates it"
+        )
+    if info.st_uid not in (0, os.geteuid()):
+        raise Refused(f"{what} {path} is owned by uid {info.st_uid}", "remove it")

@@ -7,6 +7,7 @@ error's code; tracebacks only with --debug.
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
 from typing import Self
 
@@ -97,3 +98,18 @@ class Refused(HanodeError):
 
 class LockHeld(Refused):
     """Another hanode process holds the lock."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT cut a start or stop (hanode.interrupt raises it).
+
+    A BaseException, not a HanodeError: no ``except Exception`` (a probe that never raises,
+    a resource's fallback) may take it for a failure and carry on. The engine catches it,
+    rolls a start back, and reports it as a StepFailed (exit 1).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.step: str | None = None  # the step it cut, once the engine knows it
+        self.acting = False  # whether it cut the step's action (not only its probe)

@@ -437,6 +437,35 @@ def test_duplicate_probe_refuses_and_names_the_mac(pair: Pair) -> None:
 
 
 @pytest.mark.root
+def test_preflight_refuses_when_the_address_answers_elsewhere(pair: Pair) -> None:
+    ip("-n", pair.peer, "address", "add", "192.0.2.10/24", "dev", "veth0")
+    with inside(pair.node), pytest.raises(Refused) as caught:
+        FloatingAddress(address_config()).preflight(Context())
+    assert f"192.0.2.10 is in use: {pair.peer_mac} answers ARP for it" in caught.value.message
+    assert not pair.node_has(V4)
+
+
+@pytest.mark.root
+def test_a_start_after_a_clean_preflight_probes_once(pair: Pair) -> None:
+    config = address_config(arp_count=0)
+    with capture(pair) as cap, inside(pair.node):
+        resource = FloatingAddress(config)
+        resource.preflight(Context())
+        resource.start(Context())
+        frames = cap.collect(0.5)
+    arps = [announce.parse_arp(frame) for _, frame in frames]
+    probes = [
+        arp
+        for arp in arps
+        if arp and arp.target_ip == V4.ip and arp.sender_ip == ipaddress.IPv4Address(0)
+    ]
+    assert len(probes) == announce.PROBE_SENDS, probes  # the preflight's, none from start
+    assert pair.node_has(V4)
+    with inside(pair.node):
+        FloatingAddress(config).preflight(Context())  # ours already: no probe, no refusal
+
+
+@pytest.mark.root
 def test_force_takes_the_address_despite_an_answer(pair: Pair) -> None:
     ip("-n", pair.peer, "address", "add", "192.0.2.10/24", "dev", "veth0")
     node_start(pair, address_config(arp_count=1), Context(force=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,7 @@ def test_sections_are_optional() -> None:
         ),
         (
             '[drbd]\nresource = "srv"\n[drbd]\n',
-            'hanode.toml:3: invalid TOML: Key "drbd" already exists.',
+            "hanode.toml:3: section [drbd] defined twice (first at line 1)",
         ),
         (
             "[drbd]\nresource = 3\n",
@@ -275,3 +276,396 @@ def test_cli_inert_config_manages_nothing(tmp_path: Path) -> None:
     assert result.returncode == Exit.USAGE
     assert "no section is configured" in result.stderr
     assert "uncomment the sections that apply" in result.stderr
+
+
+# -- hardening: every finding below was an internal error, a hang, a message without a
+# line, or a config accepted that could not work; each test fails on the code before it.
+
+LINKS = '[links]\nmountpoint = "/srv"\nlinks = [\n'
+ADDRESS = '[address]\nip = "192.0.2.10/24"\n'
+HEX = "0x" + "f" * 4000  # 4,816 decimal digits: more than Python prints (4,300)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            '[filesystem]\ndevice = "/dev/drbd1"\nmountpoint = "/srv//data"\n',
+            "hanode.toml:3: [filesystem] mountpoint: '/srv//data' is not in normal form: "
+            "write it as '/srv/data'",
+            id="path-with-double-slash",
+        ),
+        pytest.param(
+            '[filesystem]\ndevice = "//dev/drbd1"\nmountpoint = "/srv"\n',
+            "hanode.toml:2: [filesystem] device: '//dev/drbd1' is not in normal form",
+            id="path-with-leading-double-slash",
+        ),
+        pytest.param(
+            '[filesystem]\ndevice = "/dev/./drbd1"\nmountpoint = "/srv"\n',
+            "write it as '/dev/drbd1'",
+            id="path-with-dot",
+        ),
+        pytest.param(
+            LINKS + '  { path = "/etc/a", target = "/srv/a" },\n'
+            '  { path = "/etc//a", target = "/srv/b" },\n]\n',
+            "hanode.toml:5: [links] links[1]: '/etc//a' is not in normal form: "
+            "write it as '/etc/a'",
+            id="same-link-path-spelled-two-ways",
+        ),
+        pytest.param(
+            LINKS + '  { path = "/etc/apache2", target = "/srv/a" },\n'
+            '  { path = "/etc/apache2/conf.d", target = "/srv/b" },\n]\n',
+            "hanode.toml:5: [links] links[1]: path /etc/apache2/conf.d and links[0]'s "
+            "/etc/apache2 are nested (link only the outer one)",
+            id="link-path-inside-another",
+        ),
+        pytest.param(
+            LINKS + '  { path = "/etc/apache2/conf.d", target = "/srv/b" },\n'
+            '  { path = "/etc/apache2", target = "/srv/a" },\n]\n',
+            "hanode.toml:5: [links] links[1]: path /etc/apache2 and links[0]'s "
+            "/etc/apache2/conf.d are nested",
+            id="link-path-around-another",
+        ),
+        pytest.param(
+            LINKS + '  { path = "/", target = "/srv/root" },\n]\n',
+            "hanode.toml:4: [links] links[0]: path / holds the mountpoint /srv",
+            id="root-as-link-path",
+        ),
+        pytest.param(
+            '[links]\nmountpoint = "/srv/data"\n'
+            'links = [{ path = "/srv", target = "/srv/data/x" }]\n',
+            "hanode.toml:3: [links] links[0]: path /srv holds the mountpoint /srv/data",
+            id="link-path-above-the-mountpoint",
+        ),
+        pytest.param(
+            '[filesystem]\ndevice = "/dev/drbd1"\nmountpoint = "/srv\\u0000"\n',
+            "hanode.toml:3: [filesystem] mountpoint: must not contain control characters, "
+            "got '/srv\\x00'",
+            id="nul-in-a-path",
+        ),
+        pytest.param(
+            LINKS + '  { path = "/etc/a\\nb", target = "/srv/a" },\n]\n',
+            "hanode.toml:3: [links] links[0]: must not contain control characters, "
+            "got '/etc/a\\nb'",
+            id="newline-in-a-link-path",
+        ),
+        pytest.param(
+            '[filesystem]\ndevice = "/dev/drbd1"\nmountpoint = "/srv"\n'
+            'options = "noatime\\u0000"\n',
+            "hanode.toml:4: [filesystem] options: must not contain control characters",
+            id="nul-in-mount-options",
+        ),
+        pytest.param(
+            ADDRESS + 'interface = "eth0"\nlabel = "eth0:1\\n"\n',
+            "hanode.toml:4: [address] label: must not contain control characters, got 'eth0:1\\n'",
+            id="newline-in-a-label",
+        ),
+        pytest.param(
+            ADDRESS + 'interface = "eth0"\nlabel = "eth0:a/b"\n',
+            "hanode.toml:4: [address] label: not an address label: 'eth0:a/b'",
+            id="slash-in-a-label",
+        ),
+        pytest.param(
+            ADDRESS + 'interface = ".."\n',
+            "hanode.toml:3: [address] interface: not an interface name: '..'",
+            id="interface-dotdot",
+        ),
+        pytest.param(
+            ADDRESS + 'interface = "."\n',
+            "hanode.toml:3: [address] interface: not an interface name: '.'",
+            id="interface-dot",
+        ),
+        pytest.param(
+            '[address]\nip = "192.0.2.10/0"\ninterface = "eth0"\n',
+            "hanode.toml:2: [address] ip: prefix /0 would make every address on-link",
+            id="ipv4-prefix-0",
+        ),
+        pytest.param(
+            '[address]\nip = "2001:db8::10/0"\ninterface = "eth0"\n',
+            "hanode.toml:2: [address] ip: prefix /0",
+            id="ipv6-prefix-0",
+        ),
+        pytest.param(
+            '[address]\nip = "2001:db8::10%eth0/64"\ninterface = "eth0"\n',
+            "hanode.toml:2: [address] ip: '2001:db8::10%eth0/64' has a scope ID (%eth0)",
+            id="scoped-ipv6",
+        ),
+        pytest.param(
+            '[address]\nip = "fe80::10/64"\ninterface = "eth0"\n',
+            "hanode.toml:2: [address] ip: fe80::10 is link-local",
+            id="link-local-ipv6",
+        ),
+        pytest.param(
+            '[drbd]\nresource = "srv"\nbecome-primary-on = "node1\\u0000"\n',
+            "hanode.toml:3: [drbd] become-primary-on: must not contain control characters",
+            id="nul-in-become-primary-on",
+        ),
+        pytest.param(
+            '[drbd]\nresource = "srv"\nbecome-primary-on = ""\n',
+            "hanode.toml:3: [drbd] become-primary-on: not a node name: ''",
+            id="empty-become-primary-on",
+        ),
+        pytest.param(
+            '[services]\nunits = ["a\\n.service"]\n',
+            "hanode.toml:2: [services] units[0]: must not contain control characters",
+            id="newline-in-a-unit",
+        ),
+        pytest.param(
+            '[services]\nunits = ["a b.service"]\n',
+            "hanode.toml:2: [services] units: not a unit name: 'a b.service'",
+            id="space-in-a-unit",
+        ),
+        pytest.param(
+            f'[drbd]\nresource = "srv"\nwfc-timeout = {HEX}\n',
+            "hanode.toml:3: [drbd] wfc-timeout: must be between 1 and 86400 seconds, got 0xfff",
+            id="huge-integer-in-a-range-error",
+        ),
+        pytest.param(
+            f"[drbd]\nresource = {HEX}\n",
+            "hanode.toml:2: [drbd] resource: expected a string, got number 0xfff",
+            id="huge-integer-in-a-type-error",
+        ),
+    ],
+)
+def test_refused_values_name_file_line_key_and_fix(text: str, expected: str) -> None:
+    assert expected in error_of(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "# c\ndrbd = 1\n", "hanode.toml:2: drbd must be a [drbd] table", id="not-a-table"
+        ),
+        pytest.param(
+            "# c\n[[drbd]]\n",
+            "hanode.toml:2: drbd must be a [drbd] table, got an array",
+            id="array-of-tables",
+        ),
+        pytest.param(
+            '# c\nname = "x"\n', "hanode.toml:2: unknown section [name]", id="top-level-key"
+        ),
+        pytest.param(
+            "# c\ndrbd = { resource = 5 }\n",
+            "hanode.toml:2: [drbd] resource: expected a string, got number 5",
+            id="inline-table-section",
+        ),
+        pytest.param(
+            "# c\ndrbd.resource = 5\n",
+            "hanode.toml:2: [drbd] resource: expected a string, got number 5",
+            id="dotted-key-section",
+        ),
+        pytest.param(
+            "# c\n[drbd.x]\n",
+            "hanode.toml:2: [drbd]: missing required key resource",
+            id="section-made-of-a-sub-table",
+        ),
+        pytest.param(
+            "[drbd.x]\na = 1\n[drbd]\nx = 1\n",
+            "hanode.toml:4: drbd.x is already defined at line 1",
+            id="table-redefined-by-a-key",
+        ),
+        pytest.param(
+            "[drbd]\nx.a = 1\n[drbd.x]\nb = 1\n",
+            "hanode.toml:3: drbd.x is already defined at line 2",
+            id="dotted-key-redefined-by-a-table",
+        ),
+        pytest.param(
+            '[drbd]\nresource = "srv"\n[filesystem]\n[drbd.x]\n[drbd]\n',
+            "hanode.toml:5: section [drbd] defined twice (first at line 1)",
+            id="section-redefined-after-a-sub-table",
+        ),
+        pytest.param(
+            'drbd = { resource = "srv" }\n[drbd.x]\n',
+            "hanode.toml:2: drbd.x: drbd is a value (line 1), it cannot be extended",
+            id="inline-table-extended",
+        ),
+        pytest.param(
+            "# c\na = " + "[" * 900 + "]" * 900 + "\n",
+            "hanode.toml:2: invalid TOML: values nested too deeply",
+            id="arrays-nested-900-deep",
+        ),
+        pytest.param(
+            "# c\na = " + "{b=" * 900 + "1" + "}" * 900 + "\n",
+            "hanode.toml:2: invalid TOML: values nested too deeply",
+            id="inline-tables-nested-900-deep",
+        ),
+        pytest.param(
+            "# c\na = [\n" + "[\n" * 2000 + "]\n" * 2000 + "]\n",
+            "invalid TOML: values nested too deeply",
+            id="arrays-nested-over-lines",
+        ),
+        pytest.param(
+            '"a\\nb" = 1\n',
+            "hanode.toml:1: unknown section ['a\\nb']",
+            id="newline-in-a-section-name",
+        ),
+        pytest.param(
+            '[drbd]\nresource = "srv"\n"x\\u2028y" = 1\n',
+            "hanode.toml:3: [drbd] 'x\\u2028y': must not contain control characters",
+            id="line-separator-in-a-key",
+        ),
+        pytest.param(
+            "# a \u2028 b \x85 c\n[drbd]\nresource = 5\n",
+            "hanode.toml:3: [drbd] resource: expected a string",
+            id="unicode-line-breaks-in-a-comment-do-not-shift-lines",
+        ),
+        pytest.param(
+            "# c\n#" + "x" * 5000 + "\n",
+            "hanode.toml:2: line of 5001 characters, over the 4096",
+            id="overlong-line",
+        ),
+        pytest.param(
+            '\ufeff[drbd]\nresource = "srv"\n',
+            "hanode.toml:1: starts with a byte order mark (U+FEFF) (save it without BOM)",
+            id="byte-order-mark",
+        ),
+        pytest.param(
+            '[drbd]\nresource = "srv"\nresource = "srv"',
+            "hanode.toml:3: [drbd] resource defined twice (first at line 2)",
+            id="duplicate-key-without-final-newline",
+        ),
+        pytest.param(
+            '[drbd]\nresource = [\n"srv",\n',
+            "hanode.toml:3: invalid TOML",
+            id="unclosed-array-at-the-end",
+        ),
+    ],
+)
+def test_every_error_names_its_line(text: str, expected: str) -> None:
+    assert expected in error_of(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("".join(f"[drbd.x{n}]\nk = 1\n" for n in range(700)), id="sub-tables"),
+        pytest.param("[drbd]\n" + "".join(f"a.b{n} = 1\n" for n in range(700)), id="dotted-keys"),
+        pytest.param("a" + ".a" * 2000 + " = 1\n", id="deep-dotted-key"),
+    ],
+)
+def test_parsing_time_is_bounded(text: str) -> None:
+    # tomlkit took 8 s for 8 KB of sub-tables and 3 s for 8 KB of dotted keys
+    started = time.monotonic()
+    with pytest.raises(ConfigError):
+        parse(text)
+    assert time.monotonic() - started < 1.0
+
+
+def test_non_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "hanode.toml"
+    path.write_bytes(b'# ok\n[drbd]\nresource = "sr\xffv"\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, insecure=True)
+    assert str(caught.value) == (
+        f"{path}:3: not UTF-8 (byte 0xff at column 15) (save the file as UTF-8)"
+    )
+
+
+def test_nul_in_the_config_path_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="not a file name"):
+        config.load(Path("/etc/hanode/hanode\0.toml"), insecure=True)
+
+
+def test_symlinked_config_names_the_real_file(tmp_path: Path) -> None:
+    real = write(tmp_path, FULL)
+    link = tmp_path / "link.toml"
+    link.symlink_to(real)
+    with pytest.raises(ConfigError) as caught:
+        config.load(link, insecure=True)
+    assert str(caught.value).startswith(f"{link}: is a symlink (to {real})")
+    assert f"-c {real}" in str(caught.value)
+
+
+def test_config_through_a_symlinked_directory_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    write(tmp_path / "real", FULL)
+    (tmp_path / "alias").symlink_to("real")
+    with pytest.raises(ConfigError, match=r"/alias is a symlink \(to .*/real\)"):
+        config.load(tmp_path / "alias" / "hanode.toml", insecure=True)
+
+
+def test_relative_config_path_is_walked_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etc").mkdir()
+    write(tmp_path / "etc", FULL)
+    monkeypatch.chdir(tmp_path / "etc")
+    cfg = config.load(Path("../etc/./hanode.toml"), insecure=True)
+    assert cfg.of(DrbdConfig) is not None
+
+
+@pytest.mark.root
+def test_directory_writable_by_others_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "conf"
+    directory.mkdir()
+    path = write(directory, FULL)
+    directory.chmod(0o777)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value) == (
+        f"{path}: directory {directory} is writable by group or others (mode 0777) "
+        f"(chmod go-w {directory}, or keep the config where only root can write)"
+    )
+    assert config.load(path, insecure=True).of(DrbdConfig) is not None
+
+
+@pytest.mark.root
+def test_directory_not_owned_by_root_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "conf"
+    directory.mkdir()
+    path = write(directory, FULL)
+    os.chown(directory, 65534, 65534)
+    with pytest.raises(ConfigError, match=f"directory {directory} is owned by uid 65534"):
+        config.load(path)
+
+
+@pytest.mark.root
+def test_sticky_directory_accepted_only_around_roots_file(tmp_path: Path) -> None:
+    # /tmp's case: others cannot rename or unlink root's entries of a sticky directory
+    directory = tmp_path / "sticky"
+    directory.mkdir()
+    directory.chmod(0o1777)
+    path = write(directory, FULL)
+    assert config.load(path).of(DrbdConfig) is not None
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError, match="owned by uid 65534, not root"):
+        config.load(path)
+
+
+def make_fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo.toml"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "cause"),
+    [
+        pytest.param(lambda tmp: tmp, "is a directory", id="directory"),
+        pytest.param(lambda tmp: Path("/dev/null"), "is a character device", id="char-device"),
+        pytest.param(make_fifo, "is a FIFO", id="fifo"),
+    ],
+)
+def test_cli_refuses_a_config_that_is_not_a_regular_file(
+    tmp_path: Path, make: object, cause: str
+) -> None:
+    assert callable(make)
+    path = make(tmp_path)
+    result = run_hanode("-c", str(path), "--insecure-config", "check", timeout=10)  # a FIFO hung
+    assert result.returncode == Exit.USAGE
+    assert result.stderr.strip() == (
+        f"hanode: error: {path}: {cause}, not a regular file "
+        "(give the config file itself with -c FILE)"
+    )
+
+
+def test_cli_refuses_an_oversized_config_unread(tmp_path: Path) -> None:
+    path = write(tmp_path, "#" * (config.MAX_CONFIG_BYTES + 1))
+    result = run_hanode("-c", str(path), "--insecure-config", "check", timeout=10)
+    assert result.returncode == Exit.USAGE
+    assert result.stderr.strip() == (
+        f"hanode: error: {path}: is {config.MAX_CONFIG_BYTES + 1} bytes, over the "
+        f"{config.MAX_CONFIG_BYTES} a config may have "
+        "(hanode.toml is a few KiB: is this the right file?)"
+    )

@@ -223,6 +223,42 @@ def test_get_gi_flags() -> None:
         d.parse_gi("0:0:0\n")
 
 
+def test_data_generation_is_the_current_uuid() -> None:
+    line = "8C1D4B5E9A3F2710:0000000000000000:6E2A0C4D8B1F3A50:6E290C4D8B1F3A51:1:1:1:0:0:0:1\n"
+    assert d.data_generation(line) == "8C1D4B5E9A3F2710"
+    with pytest.raises(d.ParseError):
+        d.data_generation("1: Failure: (127) Device minor not allocated\n")
+
+
+SPLIT = "drbd srv: Split-Brain detected but unresolved, dropping connection!"
+CONNECTED = "drbd srv: conn( WFReportParams -> Connected ) "
+
+
+@pytest.mark.parametrize(
+    ("messages", "pending"),
+    [
+        ([], False),
+        ([CONNECTED], False),
+        ([CONNECTED, SPLIT], True),
+        ([SPLIT, "drbd srv: conn( StandAlone -> Unconnected ) ", CONNECTED], False),
+        ([SPLIT.replace("srv", "other")], False),  # another resource's split brain
+        (["block drbd1: " + SPLIT.split(": ", 1)[1]], True),  # the device's prefix
+    ],
+)
+def test_split_brain_is_the_kernels_last_word(messages: list[str], pending: bool) -> None:
+    assert d.split_brain_pending(messages, "srv", 1) is pending
+
+
+def test_split_brain_advice_names_the_generation_and_both_commands() -> None:
+    message, fix = d.split_brain_advice("srv", "8C1D4B5E9A3F2710")
+    assert message == (
+        "split brain: both nodes wrote to srv while apart (this node's data generation "
+        "8C1D4B5E9A3F2710); hanode discards nothing by itself"
+    )
+    assert "`hanode stop`, then `drbdadm connect --discard-my-data srv`" in fix
+    assert "`drbdadm connect srv`" in fix
+
+
 def test_status_json_of_drbd9() -> None:
     # the layout of DRBD 9's `drbdsetup status --json` (hand-built: no DRBD 9 capture yet)
     data = [

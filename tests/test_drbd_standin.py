@@ -18,15 +18,19 @@ from helpers import PYTHON, Progress
 from hanode.errors import Exit, HanodeError, Refused, StepFailed
 from hanode.resources import Context, Level, State
 from hanode.resources.drbd import DemoteFailure, Drbd, DrbdConfig
+from hanode.run import SYSTEM_PATH
 from hanode.system import dbus
 
 
 @pytest.fixture
 def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
     node = StandIn(tmp_path / "node1", "node1")
-    monkeypatch.setenv("PATH", f"{node.bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("HANODE_PATH", f"{node.bin_dir}:{SYSTEM_PATH}")  # hanode ignores PATH
     monkeypatch.delenv("DRBD_STANDIN_DIR", raising=False)
     return node
+
+
+NOT_UP = "srv is not up: not replicating (`hanode stop` brings it up)"
 
 
 def make(standin: StandIn, node: str = "node1", **config: object) -> Drbd:
@@ -146,7 +150,7 @@ def test_degraded_takeover_on_the_other_node_needs_force(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     node2 = StandIn(tmp_path / "node2", "node2")
-    monkeypatch.setenv("PATH", f"{node2.bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("HANODE_PATH", f"{node2.bin_dir}:{SYSTEM_PATH}")
     resource = make(node2, "node2", become_primary_on="node1")
     with pytest.raises(Refused) as caught:
         resource.start(ctx()[0])
@@ -257,7 +261,10 @@ def test_the_peer_vanishes_under_a_primary(standin: StandIn) -> None:
     standin.peer(up=False)
     status = resource.probe()
     assert status.state is State.UP
-    assert status.summary == "srv Primary/Unknown WFConnection UpToDate/DUnknown"
+    assert status.summary == (
+        "srv Primary/Unknown WFConnection UpToDate/DUnknown; "
+        "replication link down: the peer is not connected (WFConnection)"
+    )
     assert status.details["drbd-version"] == "8.4.11"
     resource.stop(ctx()[0])
     assert standin.view() == ("Secondary", "Unknown", "WFConnection", "UpToDate", "DUnknown")
@@ -296,9 +303,28 @@ def test_stop_down_takes_it_down_and_is_idempotent(standin: StandIn) -> None:
     status = resource.probe()
     assert (status.state, status.summary, status.details["up"]) == (
         State.DOWN,
-        "srv is not up",
+        NOT_UP,
         False,
     )
+
+
+def test_stop_brings_a_resource_that_is_not_up_up_as_a_standby(standin: StandIn) -> None:
+    standin.peer(up=True)
+    resource = make(standin)
+    stopping = Context()
+    assert not resource.settled(resource.probe(), starting=False, ctx=stopping)
+    resource.stop(stopping)
+    assert actions(standin) == ["drbdadm up srv"]
+    assert standin.view() == ("Secondary", "Secondary", "Connected", "UpToDate", "UpToDate")
+    assert resource.settled(resource.probe(), starting=False, ctx=stopping)
+    resource.stop(stopping)  # again: nothing to do
+    assert actions(standin) == ["drbdadm up srv"]
+    # --down wants it down: a Secondary that is up is not settled for it
+    down = Context(down=True)
+    assert not resource.settled(resource.probe(), starting=False, ctx=down)
+    resource.stop(down)
+    assert actions(standin) == ["drbdadm up srv", "drbdadm down srv"]
+    assert resource.settled(resource.probe(), starting=False, ctx=down)
 
 
 def test_up_done_by_someone_else_meanwhile_converges(
@@ -416,7 +442,7 @@ def test_a_probe_costs_one_drbdadm_call_and_a_file_read(standin: StandIn) -> Non
     # nothing configured in /proc/drbd: not up, without asking drbdadm at all
     standin.update(up=False)
     before = len(standin.calls())
-    assert make(standin).probe().summary == "srv is not up"
+    assert make(standin).probe().summary == NOT_UP
     assert standin.calls()[before:] == []
     print(f"probe through the stand-in: 1 drbdadm call, {took * 1000:.1f} ms")
     assert took < 2
@@ -432,7 +458,7 @@ def test_unreadable_proc_drbd_falls_back_to_drbdadm(standin: StandIn, tmp_path: 
     assert status.details["role"] == "Secondary" and status.details["peer-role"] == "Primary"
     assert standin.calls()[-3:] == ["drbdadm role srv", "drbdadm cstate srv", "drbdadm dstate srv"]
     standin.update(up=False)
-    assert resource.probe().summary == "srv is not up"  # role's "Device minor not allocated"
+    assert resource.probe().summary == NOT_UP  # role's "Device minor not allocated"
 
 
 def test_drbd9_json_is_tried_once_then_drbdadm(standin: StandIn, tmp_path: Path) -> None:
@@ -448,7 +474,7 @@ def test_drbd9_json_is_tried_once_then_drbdadm(standin: StandIn, tmp_path: Path)
 
 
 def test_missing_drbdadm_is_unknown(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("HANODE_PATH", str(standin.directory))  # a safe dir without drbdadm
     status = make(standin).probe()
     assert status.state is State.UNKNOWN
     assert "drbdadm not found" in status.summary
@@ -471,7 +497,7 @@ def test_plans(standin: StandIn) -> None:
     assert plan[0] == "drbdadm up srv"
     assert plan[1].startswith("wait for the peer up to 1s")
     assert "become-primary-on (node1)" in plan[2]
-    assert resource.plan_stop() == []
+    assert resource.plan_stop() == ["drbdadm up srv: a standby replicates (--down: leave it down)"]
     standin.peer(up=True)
     resource.start(ctx()[0])
     assert resource.plan_start() == []
@@ -522,6 +548,11 @@ def test_become_primary_on_is_compared_with_the_real_hostname(standin: StandIn) 
         ["unshare", "--uts", "--", PYTHON, "-c", script, str(standin.proc_path)],
         check=True,
         cwd=repo,
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(repo), "HANODE_NO_JOURNAL": "1"},
+        env={
+            "PATH": os.environ["PATH"],
+            "HANODE_PATH": os.environ["HANODE_PATH"],
+            "PYTHONPATH": str(repo),
+            "HANODE_NO_JOURNAL": "1",
+        },
     )
     assert standin.view() == ("Primary", "Unknown", "WFConnection", "UpToDate", "DUnknown")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,8 @@ class Marker(Resource):
         refuse_start: bool = False,
         fail_stop: bool = False,
         start_delay: float = 0.0,
+        stop_delay: float = 0.0,
+        probe_delay: float = 0.0,
     ) -> None:
         self.name = name  # type: ignore[misc]
         self.marker = directory / f"{name}.up"
@@ -41,12 +44,18 @@ class Marker(Resource):
         self.refuse_start = refuse_start
         self.fail_stop = fail_stop
         self.start_delay = start_delay
+        self.stop_delay = stop_delay
+        self.probe_delay = probe_delay  # the first probe only, journaled: a signal's target
 
     def _note(self, what: str) -> None:
         with self.journal.open("a") as handle:
             handle.write(f"{what} {self.name}\n")
 
     def probe(self) -> Status:
+        if self.probe_delay:
+            self._note("probe")
+            delay, self.probe_delay = self.probe_delay, 0.0
+            time.sleep(delay)
         if self.marker.exists():
             return Status(State.UP, f"{self.marker.name} present")
         return Status(State.DOWN, f"{self.marker.name} absent")
@@ -65,6 +74,7 @@ class Marker(Resource):
 
     def stop(self, ctx: Context) -> None:
         self._note("stop")
+        time.sleep(self.stop_delay)  # before it acts: a signal here must not cut it
         if self.fail_stop:
             raise StepFailed(f"{self.name} is stuck")
         self.marker.unlink(missing_ok=True)
@@ -319,3 +329,293 @@ def test_sigterm_during_start_rolls_back(workdir: Path) -> None:
     assert "start failed at b: interrupted by SIGTERM; rolled back: b, a" in out
     assert journal(workdir) == ["start a", "start b", "stop b", "stop a"]
     assert markers(workdir) == []
+
+
+# -- signals: an interruption is never a probe's verdict, never cuts a rollback, never lost --
+
+DRIVER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from test_engine import Marker
+    from hanode import log as hlog
+    from hanode.engine import Engine
+    from hanode.resources import Context
+    work, spec = Path(sys.argv[1]), json.loads(sys.argv[3])
+    hlog.setup()
+    resources = [Marker(name, work, **kinds) for name, kinds in spec["resources"]]
+    engine = Engine(resources, state_dir=work / "run")
+    if spec.get("signal_when_saving"):
+        save = engine._save
+        def signalled_save(*args):
+            os.kill(os.getpid(), signal.SIGTERM)  # the last step is done: the report is saved
+            save(*args)
+        engine._save = signalled_save
+    try:
+        getattr(engine, spec["verb"])(Context())
+    except Exception as err:
+        print(err, flush=True)
+        sys.exit(err.code)
+    print("ok", flush=True)
+    """
+)
+
+
+def drive(
+    workdir: Path, verb: str, *resources: tuple[str, dict[str, object]], **spec: object
+) -> subprocess.Popen[str]:
+    """``verb`` through the engine in a child hanode, with Marker resources; stdout: the error."""
+    document = json.dumps({"verb": verb, "resources": resources, **spec})
+    return subprocess.Popen(
+        [PYTHON, "-c", DRIVER, str(workdir), str(ROOT / "tests"), document],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HANODE_NO_JOURNAL": "1"},
+    )
+
+
+def signal_when(child: subprocess.Popen[str], workdir: Path, line: str) -> None:
+    """SIGTERM to the child once its journal has ``line``."""
+    assert wait_for(lambda: line in journal(workdir), timeout=20), (journal(workdir), line)
+    child.send_signal(signal.SIGTERM)
+
+
+def test_an_interruption_is_no_exception_a_probe_could_swallow(workdir: Path) -> None:
+    from hanode.engine import safe_probe
+    from hanode.errors import Interrupted
+
+    class Cut(Marker):
+        def probe(self) -> Status:
+            raise Interrupted(signal.SIGTERM)
+
+    assert not issubclass(Interrupted, Exception)
+    with pytest.raises(Interrupted, match="interrupted by SIGTERM"):
+        safe_probe(Cut("a", workdir))
+
+
+def test_sigterm_during_a_probe_of_start_rolls_back_and_fails(workdir: Path) -> None:
+    child = drive(workdir, "start", ("a", {}), ("b", {"probe_delay": 30}), ("c", {}))
+    signal_when(child, workdir, "probe b")
+    out, err = child.communicate(timeout=20)
+    assert child.returncode == Exit.FAILED, (out, err)
+    assert "start failed at b: interrupted by SIGTERM; rolled back: a" in out
+    assert journal(workdir) == ["start a", "probe b", "stop a"]  # b and c never started
+    assert markers(workdir) == []
+
+
+def test_sigterm_right_after_the_last_step_exits_0_with_the_node_up_and_says_so(
+    workdir: Path,
+) -> None:
+    child = drive(workdir, "start", ("a", {}), ("b", {}), signal_when_saving=True)
+    out, err = child.communicate(timeout=20)
+    assert (child.returncode, out) == (0, "ok\n"), (out, err)
+    assert "hanode: warning: SIGTERM arrived after the start completed; the node is active" in err
+    assert markers(workdir) == ["a", "b"]
+    assert journal(workdir) == ["start a", "start b"]
+    saved = json.loads((workdir / "run" / "hanode" / "last-start.json").read_text())
+    assert saved["ok"] is True
+
+
+def test_a_second_sigterm_during_the_rollback_does_not_cut_it(workdir: Path) -> None:
+    child = drive(workdir, "start", ("a", {}), ("b", {"start_delay": 30, "stop_delay": 2}))
+    signal_when(child, workdir, "start b")
+    signal_when(child, workdir, "stop b")  # b's stop waits 2 s before it acts: hit it there
+    out, err = child.communicate(timeout=20)
+    assert child.returncode == Exit.FAILED, (out, err)
+    assert "start failed at b: interrupted by SIGTERM; rolled back: b, a" in out
+    assert "SIGTERM arrived during the rollback, which was finished first" in err
+    assert journal(workdir) == ["start a", "start b", "stop b", "stop a"]
+    assert markers(workdir) == []
+
+
+def test_sigterm_during_a_stop_halts_there_and_names_what_is_still_up(workdir: Path) -> None:
+    for name in ("a", "b", "c"):
+        (workdir / f"{name}.up").touch()
+    child = drive(workdir, "stop", ("a", {}), ("b", {}), ("c", {"stop_delay": 30}))
+    signal_when(child, workdir, "stop c")
+    out, err = child.communicate(timeout=20)
+    assert child.returncode == Exit.FAILED, (out, err)
+    assert out.strip() == (
+        "stop interrupted by SIGTERM at c; still up: c (half stopped), b, a "
+        "(run `hanode stop` again to finish)"
+    )
+    assert journal(workdir) == ["stop c"]  # a stop never rolls back, nor goes on
+    assert markers(workdir) == ["a", "b", "c"]
+
+
+def test_sigterm_during_a_probe_of_stop_halts_there(workdir: Path) -> None:
+    for name in ("a", "b", "c"):
+        (workdir / f"{name}.up").touch()
+    child = drive(workdir, "stop", ("a", {}), ("b", {}), ("c", {"probe_delay": 30}))
+    signal_when(child, workdir, "probe c")
+    out, err = child.communicate(timeout=20)
+    assert child.returncode == Exit.FAILED, (out, err)
+    assert "stop interrupted by SIGTERM at c; still up: c, b, a" in out
+    assert journal(workdir) == ["probe c"]
+    assert markers(workdir) == ["a", "b", "c"]
+
+
+# -- the run directory: opened from / through no symlink, only root's to change ------------
+
+
+def test_a_symlinked_run_dir_is_refused_and_nothing_is_written(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = workdir / "elsewhere"
+    real.mkdir()
+    (workdir / "linked").symlink_to(real)
+    monkeypatch.setenv("HANODE_RUN_DIR", str(workdir / "linked"))
+    engine = Engine(three(workdir))
+    with pytest.raises(HanodeError, match="linked is a symlink") as caught:
+        engine.start(Context())
+    assert caught.value.code == Exit.REFUSED
+    assert "\n" not in str(caught.value)
+    assert list(real.iterdir()) == []
+    assert journal(workdir) == []
+
+
+def test_a_run_dir_others_can_write_is_refused(workdir: Path) -> None:
+    (workdir / "run").chmod(0o777)
+    with pytest.raises(HanodeError, match="writable by every user") as caught:
+        engine_of(workdir, *three(workdir)).start(Context())
+    assert caught.value.code == Exit.REFUSED
+    assert journal(workdir) == []
+
+
+@pytest.mark.parametrize(
+    ("link", "why"),
+    [
+        (Path.symlink_to, "hanode.lock: it is a symbolic link"),
+        (Path.hardlink_to, "hanode.lock is not a plain file with one link"),
+    ],
+)
+def test_a_link_at_the_lock_never_truncates_its_target(
+    workdir: Path, link: Callable[[Path, Path], None], why: str
+) -> None:
+    victim = workdir / "victim"
+    victim.write_text("precious\n")
+    link(workdir / "run" / "hanode.lock", victim)
+    with pytest.raises(HanodeError, match=why) as caught:
+        engine_of(workdir, *three(workdir)).start(Context())
+    assert caught.value.code == Exit.REFUSED
+    assert victim.read_text() == "precious\n"
+    assert journal(workdir) == []
+
+
+@pytest.mark.parametrize("planted", ["last-start.tmp", "last-start.json"])
+def test_a_symlink_in_the_state_dir_is_never_written_through(workdir: Path, planted: str) -> None:
+    victim = workdir / "victim"
+    victim.write_text('{"planted": true}\n')
+    state = workdir / "run" / "hanode"
+    state.mkdir()
+    (state / planted).symlink_to(victim)
+    (state / "last-stop.json").symlink_to(victim)
+    engine = engine_of(workdir, *three(workdir))
+    engine.start(Context())
+    assert victim.read_text() == '{"planted": true}\n'
+    assert not (state / "last-start.json").is_symlink()
+    assert json.loads((state / "last-start.json").read_text())["ok"] is True
+    assert engine.last_report(Action.STOP) is None  # never read through a symlink either
+
+
+def test_a_symlinked_state_dir_gets_no_report(workdir: Path) -> None:
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    (workdir / "run" / "hanode").symlink_to(elsewhere)
+    engine = engine_of(workdir, *three(workdir))
+    engine.start(Context())  # the report is lost (a warning), the start is not
+    assert markers(workdir) == ["a", "b", "c"]
+    assert list(elsewhere.iterdir()) == []
+    assert engine.last_report(Action.START) is None
+
+
+# -- preflight: the cluster active elsewhere refuses before any promotion ------------------
+
+
+class Promoting(Marker):
+    """Prepares (its marker: like DRBD up and the wait), then asks for the preflight verdict
+    right before it "promotes" (a second marker), as the DRBD step does."""
+
+    confirms_preflight = True
+
+    def start(self, ctx: Context) -> None:
+        self._note("prepare")
+        time.sleep(self.start_delay)
+        ctx.before_promotion()
+        self._note("promote")
+        self.marker.touch()
+
+
+class ActiveElsewhere(Marker):
+    """Its preflight looks for a while, then finds the cluster active elsewhere."""
+
+    def __init__(self, name: str, directory: Path, *, look: float, answered: bool) -> None:
+        super().__init__(name, directory)
+        self.look = look
+        self.answered = answered
+
+    def preflight(self, ctx: Context) -> None:
+        time.sleep(self.look)
+        self._note("preflight")
+        if self.answered:
+            raise Refused("192.0.2.10 is in use: 52:54:00:c0:00:02 answers ARP for it")
+
+
+def test_a_preflight_refusal_stops_the_promotion_and_changes_nothing(workdir: Path) -> None:
+    promoting = Promoting("drbd", workdir, start_delay=0.1)
+    later = ActiveElsewhere("address", workdir, look=0.3, answered=True)
+    engine = engine_of(workdir, promoting, Marker("filesystem", workdir), later)
+    with pytest.raises(Refused) as caught:
+        engine.start(Context())
+    assert caught.value.message == (
+        "start refused at drbd: 192.0.2.10 is in use: 52:54:00:c0:00:02 answers ARP for it"
+    )
+    # prepared (DRBD up, waited) but never promoted; the steps after never started
+    assert journal(workdir) == ["prepare drbd", "preflight address"]
+    assert markers(workdir) == []
+
+
+def test_the_preflight_runs_beside_the_first_step(workdir: Path) -> None:
+    promoting = Promoting("drbd", workdir, start_delay=0.6)
+    later = ActiveElsewhere("address", workdir, look=0.6, answered=False)
+    engine = engine_of(workdir, promoting, later)
+    began = time.monotonic()
+    engine.start(Context())
+    took = time.monotonic() - began
+    # one after the other they would take 1.2 s: overlapped, the longer of the two
+    assert took < 1.1, took
+    assert journal(workdir).index("preflight address") < journal(workdir).index("promote drbd")
+
+
+def test_without_a_promoting_step_the_first_step_waits_for_the_verdict(workdir: Path) -> None:
+    first = Marker("filesystem", workdir)
+    later = ActiveElsewhere("address", workdir, look=0.2, answered=True)
+    with pytest.raises(Refused):
+        engine_of(workdir, first, later).start(Context())
+    assert journal(workdir) == ["preflight address"]  # nothing started
+    assert markers(workdir) == []
+
+
+class Standby(Marker):
+    """Settled for stop only when its marker says "standby" (like DRBD up as Secondary)."""
+
+    def settled(self, status: Status, *, starting: bool, ctx: Context) -> bool:
+        if starting:
+            return super().settled(status, starting=starting, ctx=ctx)
+        return (self.marker.parent / "standby").exists()
+
+    def stop(self, ctx: Context) -> None:
+        super().stop(ctx)
+        (self.marker.parent / "standby").touch()
+
+
+def test_a_resource_decides_what_is_settled(workdir: Path) -> None:
+    engine = engine_of(workdir, Standby("drbd", workdir))
+    assert engine.plan(Action.STOP)[0].actions == (f"remove {workdir / 'drbd.up'}",)
+    engine.stop(Context())  # DOWN by its probe, but not settled: stop runs
+    assert journal(workdir) == ["stop drbd"]
+    engine.stop(Context())
+    assert journal(workdir) == ["stop drbd"]
+    assert engine.plan(Action.STOP)[0].actions == ()

@@ -153,7 +153,7 @@ def test_missing_and_not_installable(
     assert f"are missing and could not be installed {reason}: run tests/setup-host lab" in message
     assert message.endswith(
         "apt-get install mmdebstrap e2fsprogs qemu-utils qemu-system-x86 iproute2 procps "
-        "dpkg-dev debhelper"
+        "dpkg-dev debhelper postgresql-client"
     )
     assert not (host.parent / "ran").exists()  # no install tried
 

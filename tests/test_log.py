@@ -125,9 +125,7 @@ def test_under_systemd_each_line_reaches_the_journal_once(
         monkeypatch.setenv("JOURNAL_STREAM", f"{stream_id[0]}:{stream_id[1]}")
         try:
             hlog.setup(stream=stderr)
-            hlog.step_event(
-                "address", "start", "done", 2.35, "192.0.2.10/24 on eth0", logging.INFO
-            )
+            hlog.step_event("address", "start", "done", 2.35, "192.0.2.10/24 on eth0", logging.INFO)
         finally:
             logging.getLogger("hanode").handlers.clear()
         stderr.seek(0)

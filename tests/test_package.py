@@ -48,6 +48,7 @@ MAN8 = ROOT / "man" / "hanode.8.md"
 MAN5 = ROOT / "man" / "hanode.toml.5.md"
 COMPLETION = ROOT / "completions" / "hanode"
 UNIT = ROOT / "units" / "hanode-primary.service"
+STANDBY_UNIT = ROOT / "units" / "hanode-standby.service"
 SHIPPED = ROOT / "etc" / "hanode" / "hanode.toml"
 BUILD_DEB = ROOT / "scripts" / "build-deb"
 FIGURES = ROOT / "build" / "deb" / "package-test.json"
@@ -131,11 +132,11 @@ def toml_literal(value: object) -> str:
     return f"**{tomlkit.item(value).as_string()}**"
 
 
-def unit_file() -> configparser.ConfigParser:
+def unit_file(path: Path = UNIT) -> configparser.ConfigParser:
     # systemd's unit syntax is ini-like; the keys used here are single-valued
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(UNIT.read_text())
+    parser.read_string(path.read_text())
     return parser
 
 
@@ -264,6 +265,19 @@ def test_unit_timeouts_cover_hanodes_own_bounds() -> None:
     assert int(unit["Service"]["TimeoutStopSec"]) >= stop
     # a failed start rolls back within the same job
     assert int(unit["Service"]["TimeoutStartSec"]) >= start + stop
+    # the standby unit's start is a whole stop
+    assert int(unit_file(STANDBY_UNIT)["Service"]["TimeoutStartSec"]) >= stop
+
+
+def test_standby_unit_runs_hanode_stop_at_boot_before_the_primary_unit() -> None:
+    unit = unit_file(STANDBY_UNIT)
+    assert unit["Service"]["Type"] == "oneshot"
+    assert unit["Service"]["ExecStart"] == "/usr/bin/hanode stop"
+    assert "ExecStop" not in unit["Service"]  # a shutdown leaves a standby as it is
+    assert "RemainAfterExit" not in unit["Service"]
+    assert unit["Unit"]["Before"] == "hanode-primary.service"
+    assert set(unit["Unit"]["After"].split()) == {"network-online.target", "dbus.service"}
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
 # -- root tier: build, lint, install into a clean Debian 12 ----------------------------
@@ -331,6 +345,7 @@ def test_package_metadata_and_contents(deb: Path, figures: dict[str, Any]) -> No
         "/usr/bin/hanode",
         "/usr/lib/python3/dist-packages/hanode/cli.py",
         "/lib/systemd/system/hanode-primary.service",
+        "/lib/systemd/system/hanode-standby.service",
         "/etc/hanode/hanode.toml",
         "/usr/share/man/man8/hanode.8.gz",
         "/usr/share/man/man5/hanode.toml.5.gz",
@@ -555,10 +570,11 @@ def test_installed_hanode_shows_its_help(installed: Path) -> None:
 
 
 @pytest.mark.root
-def test_installed_unit_is_not_enabled(installed: Path) -> None:
-    assert (installed / "lib/systemd/system/hanode-primary.service").is_file()
-    wants = installed / "etc/systemd/system/multi-user.target.wants/hanode-primary.service"
-    assert not wants.exists() and not wants.is_symlink()
+def test_installed_units_are_not_enabled(installed: Path) -> None:
+    for name in ("hanode-primary.service", "hanode-standby.service"):
+        assert (installed / "lib/systemd/system" / name).is_file()
+        wants = installed / "etc/systemd/system/multi-user.target.wants" / name
+        assert not wants.exists() and not wants.is_symlink(), name
 
 
 @pytest.mark.root

@@ -77,12 +77,21 @@ class Context:
     force: bool = False  # start: override the safety refusals (each override is logged)
     down: bool = False  # stop: also take the DRBD resource down
     progress: Callable[[str], AbstractContextManager[ProgressLine]] | None = None
+    # start: waits for the preflight checks (running alongside the first steps) and raises
+    # Refused when one found the cluster active elsewhere; set by the engine
+    preflight_verdict: Callable[[], None] | None = None
 
     def waiting(self, label: str) -> AbstractContextManager[ProgressLine]:
         """A progress line for something that lasts seconds; quiet when not wanted."""
         if self.progress is None:
             return _quiet_progress()
         return self.progress(label)
+
+    def before_promotion(self) -> None:
+        """Call right before the first change that makes this node the active one (the
+        DRBD promotion): Refused if a preflight check found the cluster active elsewhere."""
+        if self.preflight_verdict is not None:
+            self.preflight_verdict()
 
 
 class _QuietLine:
@@ -178,6 +187,21 @@ class Resource(ABC, Generic[SettingsT]):
     def check(self) -> list[Finding]:
         """Validate this node for this resource's config; change nothing."""
         return []
+
+    # The engine asks the resource itself whether a probed state needs the action.
+    def settled(self, status: Status, *, starting: bool, ctx: Context) -> bool:
+        """Whether ``status`` is already what start (or stop) would leave: then it is skipped."""
+        return status.state is (State.UP if starting else State.DOWN)
+
+    # Whether start() calls ctx.before_promotion() itself before it makes the node active
+    # (the engine then lets it run alongside the preflight checks instead of waiting).
+    confirms_preflight: ClassVar[bool] = False
+
+    def preflight(self, ctx: Context) -> None:
+        """Before a start changes anything toward active: look, without changing anything,
+        for the cluster being active elsewhere, and raise Refused if it is. Runs in a
+        thread alongside the steps that only prepare (DRBD up and its wait for the peer)."""
+        return None
 
 
 @functools.cache

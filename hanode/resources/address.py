@@ -69,6 +69,20 @@ def _ip(table: Table) -> IPInterface:
         ip = ipaddress.ip_interface(text)
     except ValueError as err:
         raise table.error("ip", f"not an IP address with prefix: {err}") from None
+    if isinstance(ip, ipaddress.IPv6Interface) and ip.scope_id:
+        raise table.error(
+            "ip",
+            f"{text!r} has a scope ID (%{ip.scope_id}); a floating address has none",
+            "drop it: [address] interface names the interface",
+        )
+    if ip.ip.is_link_local:
+        raise table.error("ip", f"{ip.ip} is link-local: it cannot float, no router forwards to it")
+    if ip.network.prefixlen == 0:
+        raise table.error(
+            "ip",
+            f"prefix /0 would make every address on-link through {ip.ip}",
+            "give the subnet's prefix length, e.g. /24",
+        )
     if ip.ip.is_multicast or ip.ip.is_unspecified or ip.ip.is_loopback:
         raise table.error("ip", f"{ip.ip} cannot be a floating address")
     edges = (ip.network.network_address, ip.network.broadcast_address)
@@ -304,7 +318,14 @@ class FloatingAddress(Resource[AddressConfig]):
         interface = table.string("interface")
         if len(interface) >= IFNAMSIZ or not re.fullmatch(r"[A-Za-z0-9_.@-]+", interface):
             raise table.error("interface", f"not an interface name: {interface!r}")
+        if interface in (".", ".."):
+            raise table.error(
+                "interface", f"not an interface name: {interface!r}", "the kernel refuses . and .."
+            )
         label = table.string("label", f"{interface}:1")
+        # the kernel takes any bytes; these are what `ip` and the logs can show back
+        if not re.fullmatch(r"[A-Za-z0-9_.@:-]+", label):
+            raise table.error("label", f"not an address label: {label!r}", f'e.g. "{interface}:1"')
         if len(label) >= IFNAMSIZ:
             raise table.error(
                 "label", f"{label!r} is {len(label)} characters; the kernel allows at most 15"
@@ -335,9 +356,25 @@ class FloatingAddress(Resource[AddressConfig]):
         """One netlink delete."""
         return 1.0
 
+    def __init__(self, config: AddressConfig) -> None:
+        super().__init__(config)
+        self._probed_free = False  # this run's preflight found nobody answering for the IP
+
     @property
     def _v4(self) -> bool:
         return self.config.ip.version == 4
+
+    def preflight(self, ctx: Context) -> None:
+        """Before anything changes: the floating IP answered by another host on the segment
+        means the cluster is active elsewhere (a peer that took over while this node was
+        away): Refused, before DRBD is promoted, since a promotion alone forks the data."""
+        found = self._scan()
+        link = found.link
+        if found.exact(self.config) is not None or link is None or self._interface_problems(found):
+            return  # ours already, or the address step will say what is wrong
+        if self._probes(link):
+            self._probe_duplicate(link, ctx)
+            self._probed_free = True
 
     def _scan(self) -> AddressScan:
         with netlink() as ipr:
@@ -367,7 +404,7 @@ class FloatingAddress(Resource[AddressConfig]):
                 self._delete(ipr, link)
                 exact = None
             if exact is None:
-                if self._probes(link):
+                if self._probes(link) and not self._probed_free:
                     self._probe_duplicate(link, ctx)
                 self._add(ipr, link)
             else:

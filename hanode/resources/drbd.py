@@ -24,12 +24,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hanode.config import Table
+from hanode.config import Table, number
 from hanode.errors import ConfigError, HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
-from hanode.run import CommandError, Completed, run, stderr_tail
+from hanode.run import CommandError, Completed, clean_env, run, stderr_tail
 from hanode.system import drbdstate
 from hanode.system.drbdstate import (
+    ConnState,
     DumpInfo,
     HostSection,
     MetaFlags,
@@ -83,7 +84,7 @@ def _timeout(table: Table, key: str) -> int | None:
             key, "0 would wait for the peer forever; hanode never does", "give a timeout in seconds"
         )
     if not 1 <= value <= 86400:
-        raise table.error(key, f"must be between 1 and 86400 seconds, got {value}")
+        raise table.error(key, f"must be between 1 and 86400 seconds, got {number(value)}")
     return value
 
 
@@ -101,6 +102,7 @@ class Drbd(Resource[DrbdConfig]):
     section = "drbd"
     order = 10
     settings = DrbdConfig
+    confirms_preflight = True  # start calls ctx.before_promotion() right before primary
 
     @classmethod
     def parse(cls, table: Table, parsed: Mapping[str, object]) -> DrbdConfig:
@@ -108,12 +110,18 @@ class Drbd(Resource[DrbdConfig]):
         resource = table.string("resource")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", resource):
             raise table.error("resource", f"not a DRBD resource name: {resource!r}")
+        node: str | None = table.get("become-primary-on", str, None)
+        # a node name as `uname -n` gives it (or DRBD 8.4's "both"); "" would mean unset
+        if node is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", node):
+            raise table.error(
+                "become-primary-on", f"not a node name: {node!r}", "the node's `uname -n`"
+            )
         return DrbdConfig(
             resource=resource,
             wfc_timeout=_timeout(table, "wfc-timeout"),
             degr_wfc_timeout=_timeout(table, "degr-wfc-timeout"),
             outdated_wfc_timeout=_timeout(table, "outdated-wfc-timeout"),
-            become_primary_on=table.get("become-primary-on", str, None),
+            become_primary_on=node,
             on_demote_failure=table.choice("on-demote-failure", DemoteFailure, DemoteFailure.FAIL),
         )
 
@@ -246,7 +254,7 @@ class Drbd(Resource[DrbdConfig]):
 
     def probe(self) -> Status:
         """Primary is UP; Secondary, or not up at all, is DOWN."""
-        if shutil.which("drbdadm") is None:
+        if shutil.which("drbdadm", path=clean_env()["PATH"]) is None:
             return Status(State.UNKNOWN, "drbdadm not found (install drbd-utils)")
         try:
             state = self.read_state()
@@ -257,11 +265,51 @@ class Drbd(Resource[DrbdConfig]):
             details["drbd-version"] = self._last_version
         if state is None:
             details["up"] = False
-            return Status(State.DOWN, f"{self.resource} is not up", details)
+            return Status(
+                State.DOWN,
+                f"{self.resource} is not up: not replicating (`hanode stop` brings it up)",
+                details,
+            )
         details["up"] = True
         details.update(state.details())
         summary = f"{self.resource} {state.describe()}"
+        if not state.cstate.connected:
+            summary += "; " + self._disconnected(state, details)
         return Status(State.UP if state.role is Role.PRIMARY else State.DOWN, summary, details)
+
+    def _disconnected(self, state: ResourceState, details: dict[str, object]) -> str:
+        """Why the peer is not connected, in words, with this node's data generation."""
+        generation = self._data_generation()
+        if generation is not None:
+            details["data-generation"] = generation
+        if state.cstate is ConnState.STANDALONE and self.split_brain():
+            details["split-brain"] = True
+            message, fix = drbdstate.split_brain_advice(self.resource, generation)
+            return f"{message} ({fix})"
+        if state.cstate is ConnState.STANDALONE:
+            return (
+                f"not replicating: {self.resource} does not try to connect (StandAlone; "
+                f"`drbdadm connect {self.resource}`)"
+            )
+        return f"replication link down: the peer is not connected ({state.cstate})"
+
+    def _data_generation(self) -> str | None:
+        result = run(["drbdadm", "get-gi", self.resource], timeout=COMMAND_TIMEOUT, check=False)
+        try:
+            return drbdstate.data_generation(result.stdout) if result.returncode == 0 else None
+        except ParseError:
+            return None
+
+    def split_brain(self) -> bool:
+        """Whether the kernel found a split brain on the last connection attempt."""
+        return drbdstate.split_brain_pending(kernel_messages(), self.resource, self._host().minor)
+
+    def settled(self, status: Status, *, starting: bool, ctx: Context) -> bool:
+        """Start: Primary. Stop: up and Secondary, replicating; with --down: not up."""
+        if starting or status.state is not State.DOWN:
+            return super().settled(status, starting=starting, ctx=ctx)
+        up = bool(status.details.get("up"))
+        return not up if ctx.down else up
 
     # -- timeouts --------------------------------------------------------------------------
 
@@ -324,6 +372,10 @@ class Drbd(Resource[DrbdConfig]):
             raise Refused(f"{verdict.reason}; {self.resource} stays up as Secondary", verdict.hint)
         for override in verdict.overrides:
             log.warning("--force overrides: %s", override)
+        try:
+            ctx.before_promotion()
+        except Refused as err:
+            raise err.with_context(f"{err.message}; {self.resource} stays up as Secondary") from err
         if verdict.degraded:
             log.warning(
                 "promoting %s degraded: the peer did not connect within %ds (%s)",
@@ -440,9 +492,14 @@ class Drbd(Resource[DrbdConfig]):
     # -- stop ------------------------------------------------------------------------------
 
     def stop(self, ctx: Context) -> None:
-        """Demote to Secondary (the resource stays up and connected); --down takes it down."""
+        """Demote to Secondary (the resource stays up and connected; a resource that is not
+        up is brought up, so a standby replicates); --down takes it down."""
         state = self.read_state()
         if state is None:
+            if not ctx.down:
+                self._host()
+                state = self._up()
+                log.info("%s is up as a standby: %s", self.resource, state.describe())
             return
         if state.role is Role.PRIMARY:
             self._demote()
@@ -518,7 +575,7 @@ class Drbd(Resource[DrbdConfig]):
         """What stop would do from the probed state."""
         state = self.read_state()
         if state is None:
-            return []
+            return [f"drbdadm up {self.resource}: a standby replicates (--down: leave it down)"]
         lines = []
         if state.role is Role.PRIMARY:
             lines.append(
@@ -531,7 +588,7 @@ class Drbd(Resource[DrbdConfig]):
 
     def check(self) -> list[Finding]:
         """drbd-utils, the resource in drbd.conf, this node in it, the timeouts, the module."""
-        if shutil.which("drbdadm") is None:
+        if shutil.which("drbdadm", path=clean_env()["PATH"]) is None:
             return [Finding(Level.ERROR, "drbdadm not found", "apt install drbd-utils")]
         findings: list[Finding] = []
         try:
@@ -595,7 +652,36 @@ class Drbd(Resource[DrbdConfig]):
                     "start loads it with `modprobe drbd`",
                 )
             )
+        findings.extend(self._connection_findings())
         return findings
+
+    def _connection_findings(self) -> list[Finding]:
+        """A split brain or a cut replication link, named with what to do."""
+        try:
+            state = self.read_state()
+        except (HanodeError, ParseError) as err:
+            return [Finding(Level.WARNING, f"cannot read the state of {self.resource}: {err}")]
+        if state is None:
+            return [
+                Finding(
+                    Level.WARNING,
+                    f"{self.resource} is not up: this node does not replicate",
+                    "`hanode stop` brings it up as a standby (hanode-standby.service at boot)",
+                )
+            ]
+        if state.cstate.connected:
+            return []
+        if state.cstate is ConnState.STANDALONE and self.split_brain():
+            message, fix = drbdstate.split_brain_advice(self.resource, self._data_generation())
+            return [Finding(Level.ERROR, message, fix)]
+        return [
+            Finding(
+                Level.WARNING,
+                f"{self.resource} is not connected to its peer ({state.cstate}): "
+                "replication link down, the data is not mirrored",
+                f"check the replication link; `drbdadm connect {self.resource}` if StandAlone",
+            )
+        ]
 
 
 def _failed(result: Completed) -> CommandError:
@@ -610,6 +696,32 @@ def _failed(result: Completed) -> CommandError:
 def _at_least(version: str, wanted: tuple[int, int]) -> bool:
     numbers = re.match(r"(\d+)\.(\d+)", version)
     return numbers is not None and (int(numbers.group(1)), int(numbers.group(2))) >= wanted
+
+
+def kernel_messages(path: str = "/dev/kmsg") -> list[str]:
+    """The kernel log since boot (its ring buffer), one message a record; [] if unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return []
+    messages = []
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                break  # the end of the buffer
+            except BrokenPipeError:
+                continue  # a record was overwritten while we read: go on with the next
+            if not record:
+                break
+            # "priority,sequence,usec,flags;message\n continuation..."
+            messages.append(record.decode(errors="replace").partition(";")[2].split("\n")[0])
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return messages
 
 
 def describe_openers(device: str) -> str:

@@ -109,7 +109,22 @@ def _link_spec(table: Table, index: int, entry: object, mountpoint: str) -> Link
             f"path {link.path} is inside the mountpoint {mountpoint}",
             value=link.path,
         )
+    # start renames PATH aside: / or a parent of the mountpoint would take the mount along
+    if link.path == "/" or is_below(mountpoint, link.path):
+        raise table.item_error(
+            "links",
+            index,
+            f"path {link.path} holds the mountpoint {mountpoint}",
+            "link the directories below it instead",
+            link.path,
+        )
     return link
+
+
+def _parents(path: str) -> list[str]:
+    """The directories above a normalized absolute path, / excluded: /a/b/c -> /a, /a/b."""
+    parts = path.split("/")
+    return ["/".join(parts[:count]) for count in range(2, len(parts))]
 
 
 def _same_target(parent: Parent, target: str) -> bool:
@@ -213,12 +228,28 @@ class Links(Resource[LinksConfig]):
         if not entries:
             raise table.error("links", "must list at least one link")
         links: list[LinkSpec] = []
+        indexes: dict[str, int] = {}  # a link's path -> its index
+        above: dict[str, int] = {}  # a directory above a link's path -> that link's index
         for index, entry in enumerate(entries):
             link = _link_spec(table, index, entry, mountpoint)
-            if link.path in (seen.path for seen in links):
+            if link.path in indexes:
                 raise table.item_error(
                     "links", index, f"path {link.path} is linked twice", value=link.path
                 )
+            # once the outer one is a symlink, the inner one's rename lands on the mount
+            outer = [indexes[parent] for parent in _parents(link.path) if parent in indexes]
+            nested = outer[0] if outer else above.get(link.path)
+            if nested is not None:
+                raise table.item_error(
+                    "links",
+                    index,
+                    f"path {link.path} and links[{nested}]'s {links[nested].path} are nested",
+                    "link only the outer one",
+                    link.path,
+                )
+            indexes[link.path] = index
+            for parent in _parents(link.path):
+                above.setdefault(parent, index)
             links.append(link)
         return LinksConfig(mountpoint, tuple(links))
 

@@ -23,6 +23,7 @@ it in start order keep running rather than lose what they depend on.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,7 +72,9 @@ class Services(Resource[ServicesConfig]):
         for unit in units:
             if not isinstance(unit, str):
                 raise table.error("units", f"expected unit names, got {describe(unit)}")
-            if not unit.endswith(UNIT_SUFFIXES) or "/" in unit or unit.startswith("."):
+            # systemd's own rule (unit_name_is_valid): these characters, at most 255 of them
+            valid = re.fullmatch(r"[A-Za-z0-9:_.\\@-]{1,255}", unit)
+            if not valid or not unit.endswith(UNIT_SUFFIXES) or unit.startswith("."):
                 raise table.error(
                     "units", f"not a unit name: {unit!r}", 'units end in ".service", ".socket", ...'
                 )

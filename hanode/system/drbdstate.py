@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -497,6 +497,46 @@ class MetaFlags:
     def degraded(self) -> bool:
         """Was a Primary without its peer: DRBD's condition for degr-wfc-timeout."""
         return self.primary and not self.connected
+
+
+def data_generation(stdout: str) -> str:
+    """The current data generation (UUID) in ``drbdadm get-gi RES``: its first field."""
+    first = stdout.strip().split(":")[0]
+    if not re.fullmatch(r"[0-9A-Fa-f]{16}", first):
+        raise ParseError(f"drbdadm get-gi: unexpected {stdout.strip()!r}")
+    return first
+
+
+# The kernel's words (8.4 drbd_receiver.c / drbd_state.c) on a resource's connection.
+_SPLIT_BRAIN = "Split-Brain detected but unresolved"
+_KERNEL_CONNECTED = re.compile(r"conn\( \w+ -> Connected \)")
+
+
+def split_brain_pending(messages: Iterable[str], resource: str, minor: int) -> bool:
+    """Whether the kernel's last word on this resource's connection, in its log since
+    boot, is an unresolved split brain (and not a later successful connection)."""
+    names = (f"drbd {resource}: ", f"block drbd{minor}: ", f"drbd{minor}: ")
+    pending = False
+    for message in messages:
+        if not any(name in message for name in names):
+            continue
+        if _SPLIT_BRAIN in message:
+            pending = True
+        elif _KERNEL_CONNECTED.search(message):
+            pending = False
+    return pending
+
+
+def split_brain_advice(resource: str, generation: str | None) -> tuple[str, str]:
+    """The message and the recovery commands for a split brain (hanode never picks)."""
+    here = f" (this node's data generation {generation})" if generation else ""
+    return (
+        f"split brain: both nodes wrote to {resource} while apart{here}; "
+        "hanode discards nothing by itself",
+        f"compare the data generations of both nodes (hanode status), keep one node's data; "
+        f"on the other: `hanode stop`, then `drbdadm connect --discard-my-data {resource}`; "
+        f"on the one kept: `drbdadm connect {resource}`",
+    )
 
 
 def parse_gi(stdout: str) -> MetaFlags:

@@ -1,8 +1,9 @@
 """A DRBD stand-in for hosts without the DRBD module, fed by captures of real DRBD 8.4.11.
 
 ``StandIn(directory, node)`` makes a state directory with ``bin/drbdadm`` and
-``bin/drbdsetup`` (links to the executables here: put ``bin_dir`` first on PATH) and a
-/proc/drbd replacement (``proc_path``). Tests play the peer through it: ``peer(up=True)``
+``bin/drbdsetup`` (links to the executables here: put ``bin_dir`` first on HANODE_PATH,
+hanode ignores PATH) and a /proc/drbd replacement (``proc_path``). Tests play the peer
+through it: ``peer(up=True)``
 (it connects), ``peer(role="Primary")``, ``peer(up=False)`` (it vanishes),
 ``peer(link="standalone")`` (connection refused / split brain), and ``crash()`` this node.
 hanode.run passes children only PATH, so the tools find their state from the bin/
