@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -118,9 +119,12 @@ def deferred() -> Iterator[None]:
     """A section no signal may cut: one that arrives inside is raised when it ends.
 
     Raised only where a signal would have been raised at once (inside interruptible(),
-    no other deferred section around); outside a guard this does nothing.
+    no other deferred section around); outside a guard this does nothing, and so it does
+    in any thread but the main one (a probe or preflight thread): Python runs signal
+    handlers in the main thread only, so no signal can cut another thread's spawn, and
+    counting its sections here would defer, or raise in that thread, the main thread's.
     """
-    if not _active:
+    if not _active or threading.current_thread() is not threading.main_thread():
         yield
         return
     guard = _active[0]

@@ -46,16 +46,18 @@ def setup(*, debug: bool = False, quiet: bool = False, stream: TextIO | None = N
     root.setLevel(logging.DEBUG)
     root.propagate = False
     stream = stream or sys.stderr
+    console = logging.StreamHandler(stream)
+    console.setFormatter(_ConsoleFormatter())
+    console.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     journal = _journal_handler()
     if journal is not None:
         root.addHandler(journal)
         if _is_journal_stream(stream):
             # Under systemd, stderr already goes to the journal: one entry per line, the
             # structured one (a console line would repeat every line in `journalctl`).
+            if isinstance(journal, _JournalHandler):
+                journal.fallback = console  # python3-systemd missing: stderr is the journal
             return
-    console = logging.StreamHandler(stream)
-    console.setFormatter(_ConsoleFormatter())
-    console.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     root.addHandler(console)
 
 
@@ -72,13 +74,32 @@ def _is_journal_stream(stream: TextIO) -> bool:
 def _journal_handler() -> logging.Handler | None:
     if os.environ.get("HANODE_NO_JOURNAL") or not os.path.exists(_JOURNAL_SOCKET):
         return None
-    try:
-        from systemd.journal import JournalHandler
-    except ImportError:
-        return None
-    handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="hanode")
-    handler.setLevel(logging.INFO)
-    return handler
+    return _JournalHandler()
+
+
+class _JournalHandler(logging.Handler):
+    """python3-systemd's JournalHandler, imported at the first record that reaches it: a
+    run that logs nothing worth the journal (a status) does not pay for the import.
+
+    Where python3-systemd is missing, records go to ``fallback`` (the console, when
+    setup left it out because stderr is the journal stream), else nowhere.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.fallback: logging.Handler | None = None
+        self._inner: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send ``record`` to the journal, loading the journal's handler the first time."""
+        if self._inner is None:
+            try:
+                from systemd.journal import JournalHandler
+            except ImportError:
+                self._inner = self.fallback or logging.NullHandler()
+            else:
+                self._inner = JournalHandler(SYSLOG_IDENTIFIER="hanode")
+        self._inner.handle(record)
 
 
 def step_event(

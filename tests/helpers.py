@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -36,26 +36,29 @@ def run_hanode(
     run_dir: Path | None = None,
     prefix: Sequence[str] = (),
     timeout: float = 120.0,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``python3 -m hanode ARGS`` from this work tree, as the .deb runs it: Debian's python3
     and a clean environment (PATH; HANODE_RUN_DIR for the lock and the reports when
-    ``run_dir`` is given; never the host's journal). ``prefix`` runs it through another
-    command, e.g. ``ip netns exec NODE``."""
-    env = {
+    ``run_dir`` is given; never the host's journal), plus ``env``'s variables (e.g.
+    PYTHONPROFILEIMPORTTIME). ``prefix`` runs it through another command, e.g.
+    ``ip netns exec NODE``."""
+    variables = {
         "PATH": os.environ["PATH"],
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(ROOT),
         "HANODE_NO_JOURNAL": "1",
+        **(env or {}),
     }
     if run_dir is not None:
-        env["HANODE_RUN_DIR"] = str(run_dir)
+        variables["HANODE_RUN_DIR"] = str(run_dir)
     return subprocess.run(
         [*prefix, PYTHON, "-m", "hanode", *args],
         capture_output=True,
         text=True,
         check=False,
         cwd=ROOT,
-        env=env,
+        env=variables,
         timeout=timeout,
     )
 
@@ -92,6 +95,16 @@ class _RecordedLine:
 
     def update(self, text: str) -> None:
         self.progress._record(self.label, text)
+
+
+def imported(stderr: str) -> set[str]:
+    """The modules a child run with PYTHONPROFILEIMPORTTIME (-X importtime) imported, from
+    the lines its stderr holds: ``import time: self | cumulative | name``."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -20,13 +20,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from helpers import run_hanode, wait_for
+from helpers import imported, run_hanode, wait_for
 
 from hanode.config import parse
 from hanode.errors import ConfigError, Exit, Refused, StatusExit, StepFailed
-from hanode.resources import Context, Level, State
+from hanode.resources import Context, Level, State, address
 from hanode.resources.address import (
     IFA_F_DADFAILED,
+    IFA_F_NODAD,
+    IFA_F_SECONDARY,
     IFA_F_TENTATIVE,
     AddressConfig,
     AddressScan,
@@ -34,6 +36,10 @@ from hanode.resources.address import (
     FloatingAddress,
     Interface,
     assess,
+    look,
+    netlink,
+    scan,
+    scan_json,
 )
 from hanode.system import announce
 
@@ -167,6 +173,103 @@ def test_link_without_ethernet_address() -> None:
     assert FloatingAddress(address_config())._probes(LINK)
     assert not FloatingAddress(address_config(probe=False))._probes(LINK)
     assert not FloatingAddress(address_config(V6))._probes(LINK)
+
+
+# `ip -j address show` as iproute2 6.1 prints it (trimmed): a veth with a floating
+# secondary, a tentative and a failed IPv6 address; a link down; a tunnel without MAC.
+IP_JSON = json.dumps(
+    [
+        {
+            "ifindex": 3,
+            "link": "veth0",
+            "ifname": "eth0",
+            "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"],
+            "operstate": "UP",
+            "link_type": "ether",
+            "address": "02:00:00:00:00:01",
+            "addr_info": [
+                {"family": "inet", "local": "192.0.2.2", "prefixlen": 24, "label": "eth0"},
+                {
+                    "family": "inet",
+                    "local": "192.0.2.10",
+                    "prefixlen": 24,
+                    "secondary": True,
+                    "label": "eth0:1",
+                },
+                {"family": "inet6", "local": "2001:db8::10", "prefixlen": 64, "tentative": True},
+                {
+                    "family": "inet6",
+                    "local": "2001:db8::11",
+                    "prefixlen": 64,
+                    "nodad": True,
+                    "dadfailed": True,
+                    "tentative": True,
+                },
+            ],
+        },
+        {
+            "ifindex": 5,
+            "ifname": "eth1",
+            "flags": ["NO-CARRIER", "BROADCAST", "MULTICAST", "UP"],
+            "link_type": "ether",
+            "address": "02:00:00:00:00:02",
+            "addr_info": [{"family": "inet", "local": "10.0.0.1", "prefixlen": 32}],
+        },
+        {
+            "ifindex": 7,
+            "ifname": "tun0",
+            "flags": ["POINTOPOINT", "NOARP"],
+            "link_type": "none",
+            "addr_info": [],
+        },
+        {
+            "ifindex": 8,
+            "ifname": "ipip0",
+            "flags": ["NOARP", "UP", "LOWER_UP"],
+            "link_type": "ipip",
+            "address": "0.0.0.0",  # noqa: S104 - how ip shows an ipip tunnel's address
+            "addr_info": [],
+        },
+    ]
+)
+
+
+def test_scan_json_reads_links_flags_and_labels() -> None:
+    found = scan_json(IP_JSON, address_config())
+    assert found.link == Interface(3, "eth0", 0x10001, MAC)
+    assert found.link.up and found.link.carrier
+    assert [(str(a.ip), a.label, a.flags) for a in found.on_link] == [
+        ("192.0.2.2/24", "eth0", 0),
+        ("192.0.2.10/24", "eth0:1", IFA_F_SECONDARY),
+    ]
+    assert found.exact(address_config()) == found.on_link[1]
+    assert assess(address_config(), found).state is State.UP
+
+    v6 = scan_json(IP_JSON, address_config(V6))
+    assert [(str(a.ip), a.label, a.tentative, a.dad_failed) for a in v6.on_link] == [
+        ("2001:db8::10/64", None, True, False),
+        ("2001:db8::11/64", None, True, True),
+    ]
+    assert v6.on_link[1].flags == IFA_F_NODAD | IFA_F_DADFAILED | IFA_F_TENTATIVE
+    assert "tentative" in assess(address_config(V6), v6).summary
+
+    eth1 = scan_json(IP_JSON, address_config(interface="eth1", label="eth1:1")).link
+    assert eth1 is not None and eth1.up and not eth1.carrier
+    tun = scan_json(IP_JSON, address_config(interface="tun0", label="tun0:1")).link
+    assert tun is not None and tun.mac is None and not tun.up
+    ipip = scan_json(IP_JSON, address_config(interface="ipip0", label="ipip0:1")).link
+    assert ipip is not None and ipip.mac is None  # an IPv4 "address" is no MAC
+    missing = scan_json(IP_JSON, address_config(interface="eth7", label="eth7:1"))
+    assert missing.link is None and assess(address_config(), missing).state is State.UNKNOWN
+    assert scan_json("", address_config()) == AddressScan(None, (), ())  # no interface at all
+
+
+@pytest.mark.parametrize(
+    "text", ["{}", '[{"ifname": "eth0"}]', '[{"ifindex": 1, "ifname": "lo", "addr_info": 3}]']
+)
+def test_scan_json_refuses_what_it_does_not_understand(text: str) -> None:
+    with pytest.raises(ValueError, match="not a list|unexpected layout"):
+        scan_json(text, address_config())
 
 
 def _toml(label: str) -> str:
@@ -629,6 +732,134 @@ def test_host_route_address_has_no_broadcast_and_arp_count_0_is_silent(pair: Pai
     assert not pair.node_has(host)
 
 
+# -- reading through `ip`, agreeing with netlink ------------------------------------
+
+
+def _essence(found: AddressScan) -> tuple[object, ...]:
+    """What the decisions read of a scan (netlink has more flag bits than `ip` names)."""
+
+    def one(a: Assigned) -> tuple[object, ...]:
+        secondary = bool(a.flags & IFA_F_SECONDARY)
+        return (a.index, a.ifname, str(a.ip), a.label, a.tentative, a.dad_failed, secondary)
+
+    link = found.link
+    shown = link and (link.index, link.name, link.up, link.carrier, link.mac)
+    return (shown, sorted(map(one, found.on_link)), sorted(map(one, found.matches)))
+
+
+def _both_ways(pair: Pair, config: AddressConfig) -> tuple[AddressScan, AddressScan]:
+    with inside(pair.node):
+        through_ip = look(config)
+        with netlink() as ipr:
+            through_netlink = scan(ipr, config)
+    return through_ip, through_netlink
+
+
+def _second_link(pair: Pair, carrier: bool = True) -> None:
+    """eth1 in the node, its peer end eth1p beside it (down: eth1 has no carrier)."""
+    ip("-n", pair.node, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p")
+    ip("-n", pair.node, "link", "set", "eth1", "up")
+    if carrier:
+        ip("-n", pair.node, "link", "set", "eth1p", "up")
+
+
+SCENES = {
+    "absent": ([], address_config(), State.DOWN),
+    "present": (
+        [["address", "add", "192.0.2.10/24", "dev", "eth0", "label", "eth0:1"]],
+        address_config(),
+        State.UP,
+    ),
+    "label mismatch": (
+        [["address", "add", "192.0.2.10/24", "dev", "eth0"]],
+        address_config(),
+        State.PARTIAL,
+    ),
+    "another prefix": (
+        [["address", "add", "192.0.2.10/16", "dev", "eth0", "label", "eth0:1"]],
+        address_config(),
+        State.PARTIAL,
+    ),
+    "another interface": (
+        [["address", "add", "192.0.2.10/24", "dev", "eth1"]],
+        address_config(),
+        State.DOWN,
+    ),
+    "missing interface": ([], address_config(interface="eth7", label="eth7:1"), State.UNKNOWN),
+    "interface down": (
+        [["link", "set", "eth0", "down"], ["address", "add", "192.0.2.10/24", "dev", "eth0"]],
+        address_config(),
+        State.PARTIAL,
+    ),
+    "ipv6 tentative": (
+        [["address", "add", str(V6), "dev", "eth1"]],  # no carrier: DAD cannot end
+        address_config(V6, interface="eth1", label="eth1:1"),
+        State.PARTIAL,
+    ),
+    "ipv6 present": (
+        [["address", "add", str(V6), "dev", "eth0", "nodad"]],
+        address_config(V6),
+        State.UP,
+    ),
+}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("scene", SCENES)
+def test_the_look_through_ip_reads_what_netlink_reads(pair: Pair, scene: str) -> None:
+    commands, config, state = SCENES[scene]
+    _second_link(pair, carrier=scene != "ipv6 tentative")
+    for command in commands:
+        ip("-n", pair.node, *command)
+    through_ip, through_netlink = _both_ways(pair, config)
+    assert _essence(through_ip) == _essence(through_netlink)
+    status = assess(config, through_ip)
+    assert status == assess(config, through_netlink)
+    assert status.state is state, status.summary
+    state_seen, _, _ = node_probe(pair, config)
+    assert state_seen is state  # the probe itself reads through ip
+
+
+@pytest.mark.root
+def test_the_look_through_ip_sees_a_failed_duplicate_address_detection(pair: Pair) -> None:
+    ip("-n", pair.peer, "address", "add", str(V6), "dev", "veth0", "nodad")
+    ip("-n", pair.node, "address", "add", str(V6), "dev", "eth0")
+    config = address_config(V6)
+
+    def failed() -> bool:
+        found = _both_ways(pair, config)[0].exact(config)
+        return found is not None and found.dad_failed
+
+    assert wait_for(failed, timeout=10)
+    through_ip, through_netlink = _both_ways(pair, config)
+    assert _essence(through_ip) == _essence(through_netlink)
+    assert "duplicate address detection failed" in assess(config, through_ip).summary
+
+
+@pytest.mark.root
+def test_without_ip_installed_the_look_goes_through_netlink(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ip("-n", pair.node, "address", "add", "192.0.2.10/24", "dev", "eth0", "label", "eth0:1")
+    monkeypatch.setattr(address, "which", lambda program: None)
+    monkeypatch.setattr(address, "run", lambda *a, **kw: pytest.fail("ran a command"))
+    through_ip, through_netlink = _both_ways(pair, address_config())
+    assert through_ip == through_netlink
+    assert node_probe(pair, address_config())[0] is State.UP
+
+
+@pytest.mark.root
+def test_ip_failing_makes_the_probe_unknown(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hanode.run import Completed
+
+    def garbled(argv: list[str], **kw: object) -> Completed:
+        return Completed(tuple(argv), 0, "not json", "")
+
+    monkeypatch.setattr(address, "run", garbled)
+    state, summary, _ = node_probe(pair, address_config())
+    assert state is State.UNKNOWN and "cannot read `ip -j address show`" in summary
+
+
 # -- IPv6 ---------------------------------------------------------------------------
 
 
@@ -789,6 +1020,41 @@ def test_cli_refusal_exits_4(pair: Pair, tmp_path: Path) -> None:
     code, output = _cli(pair, tmp_path, "start", CLI_CONFIG)
     assert code == Exit.REFUSED, output
     assert pair.peer_mac in output
+
+
+@pytest.mark.root
+def test_cli_reads_without_pyroute2_unless_it_changes_the_address(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """status, and a stop or a start with nothing to do (the start announces again), read
+    through `ip`: none of them loads the netlink library; a start that adds it does."""
+    path = tmp_path / "hanode.toml"
+    path.write_text(CLI_CONFIG)
+    in_node = ["ip", "netns", "exec", pair.node]
+
+    def run(verb: str) -> tuple[int, set[str], str]:
+        argv = ["-c", str(path), "--insecure-config", verb]
+        done = run_hanode(
+            *argv,
+            run_dir=tmp_path,
+            prefix=in_node,
+            timeout=30,
+            env={"PYTHONPROFILEIMPORTTIME": "1"},
+        )
+        netlink_modules = {m for m in imported(done.stderr) if m.startswith("pyroute2")}
+        return done.returncode, netlink_modules, done.stdout + done.stderr[-2000:]
+
+    for verb, wanted in (("stop", Exit.OK), ("status", StatusExit.ALL_DOWN)):
+        code, netlink_modules, output = run(verb)
+        assert (code, netlink_modules) == (wanted, set()), output
+    code, netlink_modules, output = run("start")  # adds the address: through netlink
+    assert code == Exit.OK and netlink_modules, output
+    with capture(pair) as cap:
+        for verb, wanted in (("start", Exit.OK), ("status", StatusExit.ALL_UP)):
+            code, netlink_modules, output = run(verb)
+            assert (code, netlink_modules) == (wanted, set()), output
+        frames = cap.collect(0.5)
+    assert garps(frames, V4.ip), "the start with nothing to do announced the address again"
 
 
 def test_address_config_replace_keeps_types() -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import PYTHON, wait_for
 
+from hanode import interrupt
 from hanode.engine import Action, Engine, Result, overall
 from hanode.errors import Exit, HanodeError, LockHeld, Refused, StatusExit, StepFailed
 from hanode.resources import Context, Resource, State, Status
@@ -596,6 +598,48 @@ def test_without_a_promoting_step_the_first_step_waits_for_the_verdict(workdir: 
         engine_of(workdir, first, later).start(Context())
     assert journal(workdir) == ["preflight address"]  # nothing started
     assert markers(workdir) == []
+
+
+def test_a_start_with_nothing_to_do_runs_no_preflight(workdir: Path) -> None:
+    """The verdict is needed only before a step acts: when none does, no check runs (the
+    address's would send a duplicate probe for an address this node holds)."""
+    for name in ("drbd", "address"):
+        (workdir / f"{name}.up").touch()
+    promoting = Promoting("drbd", workdir)
+    later = ActiveElsewhere("address", workdir, look=0.0, answered=True)
+    report = engine_of(workdir, promoting, later).start(Context())
+    assert [step.result for step in report.steps] == [Result.SKIPPED, Result.SKIPPED]
+    assert journal(workdir) == ["refresh drbd", "refresh address"]  # no "preflight"
+
+
+def test_the_preflight_begins_with_the_first_step_that_acts(workdir: Path) -> None:
+    (workdir / "drbd.up").touch()  # settled: the preflight has not begun at its refresh
+    promoting = Promoting("drbd", workdir)
+    first = Marker("filesystem", workdir)
+    later = ActiveElsewhere("address", workdir, look=0.1, answered=True)
+    with pytest.raises(Refused):
+        engine_of(workdir, promoting, first, later).start(Context())
+    assert journal(workdir) == ["refresh drbd", "preflight address"]  # filesystem: refused
+    assert markers(workdir) == ["drbd"]
+
+
+def test_only_the_main_thread_counts_deferred_sections() -> None:
+    """Signals reach the main thread only: another thread's deferred section (a probe or
+    preflight thread spawning a command) must neither defer the main thread's signal nor
+    raise it in that thread."""
+    depths: list[int] = []
+    with interrupt.guarded() as guard, guard.interruptible():
+
+        def other() -> None:
+            with interrupt.deferred():
+                depths.append(guard.depth)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        with interrupt.deferred():
+            depths.append(guard.depth)
+    assert depths == [0, 1]
 
 
 class Standby(Marker):

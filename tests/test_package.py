@@ -247,8 +247,12 @@ def test_unit_runs_hanode_as_a_oneshot_that_stays_active() -> None:
     assert unit["Service"]["RemainAfterExit"] == "yes"
     assert unit["Service"]["ExecStart"] == "/usr/bin/hanode start"
     assert unit["Service"]["ExecStop"] == "/usr/bin/hanode stop"
-    assert set(unit["Unit"]["After"].split()) == {"network-online.target", "dbus.service"}
-    assert unit["Unit"]["Wants"] == "network-online.target"
+    assert set(unit["Unit"]["After"].split()) == {
+        "network-online.target",
+        "dbus.service",
+        "hanode-standby.service",
+    }
+    assert set(unit["Unit"]["Wants"].split()) == {"network-online.target", "hanode-standby.service"}
     assert unit["Unit"]["Documentation"].split() == ["man:hanode(8)", "man:hanode.toml(5)"]
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
@@ -330,6 +334,7 @@ def test_package_metadata_and_contents(deb: Path, figures: dict[str, Any]) -> No
     depends = relations(deb_field(deb, "Depends"))
     assert {
         "python3",
+        "iproute2",
         "python3-pyroute2",
         "python3-systemd",
         "python3-psutil",

@@ -1,9 +1,12 @@
 """The floating address: one IP on one interface, added over netlink and announced.
 
-Everything goes through pyroute2's IPRoute in the current network namespace (no `ip`
-binary), written against Debian 12's pyroute2 0.7 API, which 0.9 keeps. pyroute2 is
-imported only when netlink is first needed: it costs ~0.2 s of a cold start, and this
-module is imported for planning and config checks too.
+Changes (add, delete, and the looks they act on) go through pyroute2's IPRoute in the
+current network namespace, written against Debian 12's pyroute2 0.7 API, which 0.9
+keeps. Reading alone (status, the preflight, plans, checks, the re-announcement of an
+address already held) goes through iproute2's ``ip -j address show``, its JSON parsed
+by the json module: importing pyroute2 costs ~0.1 s of a cold start on a server (it
+pulls in asyncio and unittest.mock), a second in the lab's emulated guests, and `ip`
+answers in milliseconds. Where `ip` is not installed, reads go through pyroute2 too.
 
 Idempotency is by errno, as pyroute2 itself does it: EEXIST on add and EADDRNOTAVAIL on
 delete mean "already so". Only the configured address (IP and prefix) on the configured
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from hanode.config import Table
-from hanode.errors import Refused, StepFailed
+from hanode.errors import HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
+from hanode.run import run, which
 from hanode.system import announce
 
 log = logging.getLogger("hanode.address")
@@ -38,8 +44,25 @@ IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 IFA_F_SECONDARY = 0x01
 IFA_F_NODAD = 0x02
+IFA_F_OPTIMISTIC = 0x04
 IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20
 IFA_F_TENTATIVE = 0x40
+
+# The words `ip -j address show` uses for those bits (iproute2's ipaddress.c: the link's
+# "flags" list, and one true key per address flag; "temporary" is IPv6's secondary).
+_LINK_FLAG_WORDS = {"UP": IFF_UP, "LOWER_UP": IFF_LOWER_UP}
+_ADDRESS_FLAG_WORDS = {
+    "secondary": IFA_F_SECONDARY,
+    "temporary": IFA_F_SECONDARY,
+    "nodad": IFA_F_NODAD,
+    "optimistic": IFA_F_OPTIMISTIC,
+    "dadfailed": IFA_F_DADFAILED,
+    "deprecated": IFA_F_DEPRECATED,
+    "tentative": IFA_F_TENTATIVE,
+}
+_FAMILIES = {4: "inet", 6: "inet6"}
+IP_TIMEOUT = 10.0  # s for one `ip address show`: it answers in milliseconds unless stuck
 
 DAD_POLL = 0.05  # seconds between looks at the tentative flag
 DAD_MARGIN = 3.0  # seconds allowed beyond the kernel's own DAD time
@@ -294,11 +317,97 @@ def read_addresses(ipr: Any, links: dict[int, Interface], version: int) -> list[
 def scan(ipr: Any, config: AddressConfig) -> AddressScan:
     """Look at the configured interface and every place the configured IP sits."""
     links = read_links(ipr)
+    return _assemble(config, links, read_addresses(ipr, links, config.ip.version))
+
+
+def _assemble(
+    config: AddressConfig, links: Mapping[int, Interface], addresses: list[Assigned]
+) -> AddressScan:
     link = next((lk for lk in links.values() if lk.name == config.interface), None)
-    addresses = read_addresses(ipr, links, config.ip.version)
     on_link = tuple(a for a in addresses if link is not None and a.index == link.index)
     matches = tuple(a for a in addresses if a.ip.ip == config.ip.ip)
     return AddressScan(link, on_link, matches)
+
+
+# -- iproute2: reading without pyroute2 ---------------------------------------------
+
+
+def look(config: AddressConfig) -> AddressScan:
+    """One scan that only reads: through `ip -j address show` (every interface: the IP
+    may sit on another one), or netlink where iproute2 is not installed.
+
+    StepFailed when `ip` fails or says something this does not understand.
+    """
+    if which("ip") is None:
+        with netlink() as ipr:
+            return scan(ipr, config)
+    result = run(["ip", "-j", "address", "show"], timeout=IP_TIMEOUT)
+    try:
+        return scan_json(result.stdout, config)
+    except ValueError as err:
+        raise StepFailed(f"cannot read `ip -j address show`: {err}") from None
+
+
+def scan_json(text: str, config: AddressConfig) -> AddressScan:
+    """The scan from the output of `ip -j address show`; ValueError if it is not that."""
+    document = json.loads(text or "[]")
+    if not isinstance(document, list):
+        raise ValueError("not a list of interfaces")
+    links: dict[int, Interface] = {}
+    addresses: list[Assigned] = []
+    family = _FAMILIES[config.ip.version]
+    try:
+        for entry in document:
+            link = _json_link(entry)
+            links[link.index] = link
+            for info in entry.get("addr_info", ()):
+                if info.get("family") == family and "local" in info:
+                    addresses.append(_json_address(link, info))
+    except (AttributeError, KeyError, TypeError) as err:
+        raise ValueError(f"unexpected layout ({type(err).__name__}: {err})") from None
+    return _assemble(config, links, addresses)
+
+
+def _json_link(entry: dict[str, Any]) -> Interface:
+    flags = 0
+    for word in entry.get("flags", ()):
+        flags |= _LINK_FLAG_WORDS.get(word, 0)
+    mac: bytes | None = None
+    text = entry.get("address")
+    if isinstance(text, str):
+        try:
+            mac = announce.parse_mac(text)
+        except ValueError:
+            mac = None  # not Ethernet: a tunnel's IPv4 address, InfiniBand's 20 bytes
+    return Interface(int(entry["ifindex"]), str(entry["ifname"]), flags, mac)
+
+
+def _json_address(link: Interface, info: dict[str, Any]) -> Assigned:
+    flags = 0
+    for word, bit in _ADDRESS_FLAG_WORDS.items():
+        if info.get(word) is True:
+            flags |= bit
+    label = info.get("label")
+    return Assigned(
+        index=link.index,
+        ifname=link.name,
+        ip=ipaddress.ip_interface(f"{info['local']}/{int(info['prefixlen'])}"),
+        label=str(label) if label is not None else None,
+        flags=flags,
+    )
+
+
+def _warm_netlink() -> None:
+    """Import pyroute2 in the background: a start about to add the address needs it, and
+    meanwhile waits (the duplicate probe listens, DRBD connects) leave the CPU idle."""
+
+    def load() -> None:
+        try:
+            import pyroute2  # noqa: F401
+        except Exception as err:  # the step that needs it will say so
+            log.debug("cannot import pyroute2 ahead: %s", err)
+
+    threading.Thread(target=load, name="hanode-netlink-import", daemon=True).start()
 
 
 # -- the resource -------------------------------------------------------------------
@@ -372,20 +481,21 @@ class FloatingAddress(Resource[AddressConfig]):
         link = found.link
         if found.exact(self.config) is not None or link is None or self._interface_problems(found):
             return  # ours already, or the address step will say what is wrong
+        _warm_netlink()  # the step will add it: overlap the import with the probe's wait
         if self._probes(link):
             self._probe_duplicate(link, ctx)
             self._probed_free = True
 
     def _scan(self) -> AddressScan:
-        with netlink() as ipr:
-            return scan(ipr, self.config)
+        """A look that changes nothing (no pyroute2 import where `ip` is installed)."""
+        return look(self.config)
 
     def probe(self) -> Status:
         """Present or not, on which interface, with which label."""
         try:
             found = self._scan()
-        except OSError as err:
-            return Status(State.UNKNOWN, f"cannot read addresses over netlink: {err}")
+        except (OSError, HanodeError) as err:
+            return Status(State.UNKNOWN, f"cannot read the addresses: {err}")
         return assess(self.config, found)
 
     # -- start ----------------------------------------------------------------------
@@ -414,8 +524,17 @@ class FloatingAddress(Resource[AddressConfig]):
         self._announce(link)
 
     def refresh(self, ctx: Context) -> None:
-        """Already up: announce it again (start does no probe and no add then)."""
-        self.start(ctx)
+        """Already up: announce it again, so a repeated start repairs the clients' ARP
+        caches. What start would check first is checked on a look through `ip` (no
+        netlink library to load); anything not as the probe saw it gets start itself."""
+        found = self._scan()
+        exact = found.exact(self.config)
+        if exact is None or exact.tentative or exact.dad_failed:
+            self.start(ctx)  # changed since the probe: start decides, and repairs
+            return
+        link = self._usable_link(found)
+        self._refuse_foreign(found)
+        self._announce(link)
 
     def _interface_problems(self, found: AddressScan) -> list[Finding]:
         """What keeps the configured interface from carrying the address (start and check)."""
@@ -615,8 +734,7 @@ class FloatingAddress(Resource[AddressConfig]):
 
         def still_ours() -> bool:
             try:
-                with netlink() as ipr:
-                    found = scan(ipr, config)
+                found = look(config)
             except Exception:
                 return False
             exact = found.exact(config)
@@ -720,8 +838,8 @@ class FloatingAddress(Resource[AddressConfig]):
         config = self.config
         try:
             found = self._scan()
-        except OSError as err:
-            return [Finding(Level.ERROR, f"cannot read interfaces over netlink: {err}")]
+        except (OSError, HanodeError) as err:
+            return [Finding(Level.ERROR, f"cannot read the interfaces: {err}")]
         findings = self._interface_problems(found)
         if found.link is None:
             return findings

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import stat
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +26,7 @@ from enum import StrEnum
 from hanode.config import Table, number
 from hanode.errors import ConfigError, HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
-from hanode.run import CommandError, Completed, clean_env, run, stderr_tail
+from hanode.run import CommandError, Completed, run, stderr_tail, which
 from hanode.system import drbdstate
 from hanode.system.drbdstate import (
     ConnState,
@@ -254,7 +253,7 @@ class Drbd(Resource[DrbdConfig]):
 
     def probe(self) -> Status:
         """Primary is UP; Secondary, or not up at all, is DOWN."""
-        if shutil.which("drbdadm", path=clean_env()["PATH"]) is None:
+        if which("drbdadm") is None:
             return Status(State.UNKNOWN, "drbdadm not found (install drbd-utils)")
         try:
             state = self.read_state()
@@ -588,7 +587,7 @@ class Drbd(Resource[DrbdConfig]):
 
     def check(self) -> list[Finding]:
         """drbd-utils, the resource in drbd.conf, this node in it, the timeouts, the module."""
-        if shutil.which("drbdadm", path=clean_env()["PATH"]) is None:
+        if which("drbdadm") is None:
             return [Finding(Level.ERROR, "drbdadm not found", "apt install drbd-utils")]
         findings: list[Finding] = []
         try:

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import stat
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from hanode.config import Table
 from hanode.errors import Refused, StepFailed
 from hanode.resources import Context, Finding, Level, ProgressLine, Resource, State, Status
-from hanode.run import CommandError, clean_env, run, stderr_tail
+from hanode.run import CommandError, run, stderr_tail, which
 from hanode.system.holders import Holder, find_holders, process_name, protected_pids
 from hanode.system.mountinfo import (
     MountEntry,
@@ -820,7 +819,7 @@ class _Ending:
             else:
                 continue
             if holder.pid not in self.first:
-                self.starters[holder.ppid] += 1
+                self.starters[holder.parent()] += 1
         _show(line, holders, killing, self.kill_at - now, self.deadline - now)
         until = min(now + (POLL if holders else idle), self.deadline)
         pids = {holder.pid for holder in holders}
@@ -869,4 +868,4 @@ def _show(
 
 
 def _which(program: str) -> bool:
-    return shutil.which(program, path=clean_env()["PATH"]) is not None
+    return which(program) is not None

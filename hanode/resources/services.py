@@ -28,11 +28,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
+from typing import TYPE_CHECKING
 
 from hanode.config import Table, describe, first_duplicate
 from hanode.errors import HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
-from hanode.system.dbus import JobOutcome, JobTimeout, Systemd, UnitInfo
+
+if TYPE_CHECKING:
+    from hanode.system.dbus import JobOutcome, Systemd, UnitInfo
 
 log = logging.getLogger("hanode.services")
 
@@ -98,8 +101,8 @@ class Services(Resource[ServicesConfig]):
     def probe(self) -> Status:
         """Each unit's ActiveState/SubState; UNKNOWN when systemd cannot be asked."""
         try:
-            with Systemd.connect() as bus:
-                infos = [bus.unit(unit) for unit in self.config.units]
+            with _connect() as bus:
+                infos = [bus.unit(unit, service=False) for unit in self.config.units]
         except HanodeError as err:
             return Status(State.UNKNOWN, str(err))
         details = {
@@ -121,7 +124,7 @@ class Services(Resource[ServicesConfig]):
     def plan_start(self) -> list[str]:
         """One line per unit a start would start, in order."""
         try:
-            with Systemd.connect() as bus:
+            with _connect() as bus:
                 infos = [bus.unit(unit) for unit in self.config.units]
         except HanodeError as err:
             return self._blind_plan("start", self.config.units, err)
@@ -135,7 +138,7 @@ class Services(Resource[ServicesConfig]):
         """One line per unit a stop would stop, in reverse order."""
         units = list(reversed(self.config.units))
         try:
-            with Systemd.connect() as bus:
+            with _connect() as bus:
                 infos = [bus.unit(unit) for unit in units]
         except HanodeError as err:
             return self._blind_plan("stop", units, err)
@@ -155,7 +158,7 @@ class Services(Resource[ServicesConfig]):
     def check(self) -> list[Finding]:
         """Every managed unit exists, is disabled at boot and is not tied to hanode's unit."""
         try:
-            with Systemd.connect() as bus:
+            with _connect() as bus:
                 primary = bus.unit(HANODE_UNIT)
                 return [
                     finding
@@ -170,10 +173,10 @@ class Services(Resource[ServicesConfig]):
 
     def start(self, ctx: Context) -> None:
         """Start the units in order, each waited for; already active ones are skipped."""
-        with Systemd.connect() as bus:
+        with _connect() as bus:
             self._refuse(bus, ctx)
             for unit in self.config.units:
-                info = bus.unit(unit)
+                info = bus.unit(unit, service=False)
                 if info.active_state.is_up:
                     log.info("%s is already %s", unit, _state(info))
                     continue
@@ -181,9 +184,9 @@ class Services(Resource[ServicesConfig]):
 
     def stop(self, ctx: Context) -> None:
         """Stop the units in reverse order; those already down are skipped."""
-        with Systemd.connect() as bus:
+        with _connect() as bus:
             for unit in reversed(self.config.units):
-                info = bus.unit(unit)
+                info = bus.unit(unit, service=False)
                 if info.active_state.is_down or info.load_state == "not-found":
                     log.info("%s is already %s", unit, _state(info))
                     continue
@@ -191,6 +194,8 @@ class Services(Resource[ServicesConfig]):
 
     def _job(self, bus: Systemd, ctx: Context, unit: str, verb: str) -> None:
         """Run one start or stop job to its end; raise StepFailed unless it got there."""
+        from hanode.system.dbus import JobTimeout  # loaded already: the bus is open
+
         since = time.time()
         timeout = float(self.config.timeout)
         try:
@@ -205,7 +210,7 @@ class Services(Resource[ServicesConfig]):
                     outcome = bus.stop(unit, timeout=timeout, progress=show)
         except JobTimeout as err:
             raise StepFailed(_with_journal(err.message, unit, since), err.hint) from err
-        info = bus.unit(unit)
+        info = bus.unit(unit, service=False)
         reached = info.active_state.is_up if verb == "start" else info.active_state.is_down
         if outcome.done and reached:
             log.info("%s: %s done in %.2fs, now %s", unit, verb, outcome.seconds, _state(info))
@@ -227,6 +232,13 @@ class Services(Resource[ServicesConfig]):
                     log.warning("--force: starting anyway although %s", finding.message)
                     continue
                 raise Refused(finding.message, finding.hint)
+
+
+def _connect() -> Systemd:
+    """A connection to systemd; the D-Bus library is imported only by what talks to it."""
+    from hanode.system.dbus import Systemd
+
+    return Systemd.connect()
 
 
 def _state(info: UnitInfo) -> str:
@@ -266,15 +278,22 @@ def journal_tail(unit: str, since: float, count: int = JOURNAL_LINES) -> list[st
             reader.add_disjunction()
             reader.add_match(UNIT=unit)
             reader.seek_realtime(int(since * 1_000_000))
-            lines: list[str] = []
+            entries: list[tuple[bool, str]] = []
             deadline = time.monotonic() + JOURNAL_SETTLE
             while True:
-                lines += [str(entry.get("MESSAGE", "")) for entry in reader]
+                entries += [
+                    (entry.get("SYSLOG_IDENTIFIER") == "systemd", str(entry.get("MESSAGE", "")))
+                    for entry in reader
+                ]
                 # journald writes asynchronously: give a just-failed unit's lines a moment.
-                if lines or time.monotonic() >= deadline:
+                if entries or time.monotonic() >= deadline:
                     break
                 reader.wait(0.1)
-            return [line.strip() for line in lines if line.strip()][-count:]
+            # The service's own words name the cause ("Address already in use"); systemd's
+            # ("Failed with result 'exit-code'") only repeat the job result already given.
+            own = [text.strip() for by_systemd, text in entries if not by_systemd and text.strip()]
+            every = [text.strip() for _, text in entries if text.strip()]
+            return (own or every)[-count:]
         finally:
             reader.close()
     except Exception as err:

@@ -22,15 +22,18 @@ rest come from a detached process so that the start does not wait ~3 s for them:
                               └─ grandchild: sends the rest, then exits
 
 The grandchild is re-parented to init (or to systemd, the unit's reaper) and outlives
-``hanode start``. It closes every inherited descriptor first — above all the flock()ed
-/run/hanode.lock, which would otherwise stay held and refuse the next ``hanode stop`` —
-puts /dev/null on stdin/stdout/stderr (a caller reading hanode's output is not kept
-waiting for EOF), and freezes the garbage collector so that no object inherited from
-hanode can close a descriptor number the grandchild has reused. Before every frame it
-asks ``still_ours()`` whether the address is still on the interface: a stop or a
-rollback in between ends the announcing at once. Under systemd it stays in the unit's
-cgroup, so stopping the unit ends it too. Nothing is exec'd: the grandchild already has
-everything imported, which keeps its cost near zero on a slow one-CPU node.
+``hanode start``. It closes every inherited descriptor first but the socket the first
+frame went out on (it sends the rest, and its release, which waits for the network
+stack to quiesce, falls to it) — above all the flock()ed /run/hanode.lock, which would
+otherwise stay held and refuse the next ``hanode stop`` — puts /dev/null on
+stdin/stdout/stderr (a caller reading hanode's output is not kept waiting for EOF), and
+freezes the garbage collector so that no object inherited from hanode can close a
+descriptor number the grandchild has reused. Before every frame it asks ``still_ours()``
+whether the address is still on the interface: a stop or a rollback in between ends the
+announcing at once. Under systemd it stays in the unit's cgroup, so stopping the unit
+ends it too. No interpreter is started: the grandchild already has everything imported
+(its look before each frame runs `ip`, milliseconds), which keeps its cost near zero on
+a slow one-CPU node.
 """
 
 from __future__ import annotations
@@ -187,15 +190,14 @@ class _Sender:
     def __init__(self, what: Announcement) -> None:
         self.sock: socket.socket
         self.frame: bytes
-        self.destination: tuple[str, int, int, int] | None = None
+        self.destination: tuple[str, int] | tuple[str, int, int, int]
         if isinstance(what.ip, ipaddress.IPv4Address):
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-            try:
-                self.sock.bind((what.ifname, ETH_P_ARP))
-            except OSError:
-                self.sock.close()
-                raise
+            # Protocol 0 and no bind: a packet socket that receives nothing. One bound to
+            # ARP would make the kernel wait for the whole network stack to quiesce
+            # (synchronize_net, ~10 ms) at bind; each frame names its interface instead.
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             self.frame = gratuitous_arp(what.mac, what.ip)
+            self.destination = (what.ifname, ETH_P_ARP)
         else:
             self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
             try:
@@ -211,10 +213,10 @@ class _Sender:
             self.destination = (ALL_NODES, 0, 0, what.ifindex)
 
     def send(self) -> None:
-        if self.destination is None:
-            self.sock.send(self.frame)
-        else:
-            self.sock.sendto(self.frame, self.destination)
+        self.sock.sendto(self.frame, self.destination)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
 
     def close(self) -> None:
         self.sock.close()
@@ -234,35 +236,36 @@ def announce(what: Announcement, still_ours: Callable[[], bool]) -> None:
     try:
         began = time.monotonic()
         sender.send()
+        # The detached process inherits the socket and closes it last: the release of a
+        # packet socket waits for the network stack to quiesce (~10 ms), and dropping
+        # this process's copy is no release.
+        rest = times[1:]
+        if _detach(lambda: _send_on_schedule(sender, rest, began, still_ours), sender.fileno()):
+            return
+        log.warning(
+            "could not fork to announce %s later: sending the first burst now, no second burst",
+            what.ip,
+        )
+        _send_on_schedule(sender, times[1 : what.count], began, still_ours)
     finally:
         sender.close()
-    if _detach(lambda: _send_on_schedule(what, times[1:], began, still_ours)):
-        return
-    log.warning(
-        "could not fork to announce %s later: sending the first burst now, no second burst",
-        what.ip,
-    )
-    _send_on_schedule(what, times[1 : what.count], began, still_ours)
 
 
 def _send_on_schedule(
-    what: Announcement, times: Sequence[float], began: float, still_ours: Callable[[], bool]
+    sender: _Sender, times: Sequence[float], began: float, still_ours: Callable[[], bool]
 ) -> None:
-    sender = _Sender(what)
-    try:
-        for offset in times:
-            delay = began + offset - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            if not still_ours():
-                return
-            sender.send()
-    finally:
-        sender.close()
+    for offset in times:
+        delay = began + offset - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if not still_ours():
+            return
+        sender.send()
 
 
-def _detach(work: Callable[[], None]) -> bool:
-    """Run ``work`` in a double-forked grandchild that outlives this process."""
+def _detach(work: Callable[[], None], keep: int | None = None) -> bool:
+    """Run ``work`` in a double-forked grandchild that outlives this process; it keeps
+    the descriptor ``keep`` of all this process has open."""
     try:
         pid = os.fork()
     except OSError:
@@ -278,22 +281,29 @@ def _detach(work: Callable[[], None]) -> bool:
     except BaseException:
         os._exit(1)  # the parent falls back to sending the first burst itself
     try:
-        _sever()
+        _sever(keep)
         work()
     except BaseException:  # noqa: S110 - nobody is left to tell; the first frame went out
         pass
     os._exit(0)
 
 
-def _sever() -> None:
-    """Keep nothing of the parent: descriptors, signal handlers, pending garbage."""
+def _sever(keep: int | None = None) -> None:
+    """Keep nothing of the parent but descriptor ``keep``: no other descriptor, no signal
+    handler, no pending garbage."""
     gc.freeze()  # inherited objects must never be finalized: their fds are closed below
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        if fd != keep:
+            os.dup2(null, fd)
+    top = os.sysconf("SC_OPEN_MAX")
+    if keep is None or keep < 3:
+        os.closerange(3, top)
+    else:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, top)
 
 
 # -- the duplicate probe ------------------------------------------------------------
@@ -308,7 +318,9 @@ def probe_duplicate(
     ``timeout`` seconds. A reply for ``ip``, or any ARP that another MAC sends from
     ``ip`` (its own announcement), counts as "taken".
     """
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    # Made with protocol 0, given ARP at bind: a packet socket that changes protocol or
+    # interface at bind makes the kernel wait for the network stack to quiesce (~10 ms).
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         sock.bind((ifname, ETH_P_ARP))
         frame = arp_probe(mac, ip)
@@ -348,7 +360,7 @@ def raw_socket_problem(version: int) -> str | None:
     """None if this process may open the raw socket announcing needs, else why not."""
     try:
         if version == 4:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # the same right
         else:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
     except OSError as err:

@@ -265,13 +265,15 @@ class Systemd:
         (path,) = self._call(MANAGER_PATH, MANAGER, "LoadUnit", "s", (unit,))
         return str(path)
 
-    def unit(self, unit: str) -> UnitInfo:
-        """The state, enablement and dependencies of ``unit``."""
+    def unit(self, unit: str, *, service: bool = True) -> UnitInfo:
+        """The state, enablement and dependencies of ``unit``; with ``service``, also what
+        its service section says (Type, ExecStart: a second, larger reply, which knowing
+        the unit's state does not need)."""
         path = self.unit_path(unit)
         props = self._properties(path, UNIT)
-        service: Mapping[str, Any] = {}
-        if unit.endswith(".service") and props.get("LoadState") == "loaded":
-            service = self._properties(path, SERVICE)
+        details: Mapping[str, Any] = {}
+        if service and unit.endswith(".service") and props.get("LoadState") == "loaded":
+            details = self._properties(path, SERVICE)
         load_error = props.get("LoadError") or ("", "")
         try:
             active = ActiveState(props.get("ActiveState", ""))
@@ -292,9 +294,9 @@ class Systemd:
             + _strings(props.get("Requires"))
             + _strings(props.get("BindsTo")),
             load_error=str(load_error[1]) if len(load_error) > 1 else "",
-            service_type=str(service.get("Type", "")),
+            service_type=str(details.get("Type", "")),
             exec_start=tuple(
-                tuple(str(arg) for arg in entry[1]) for entry in service.get("ExecStart", ())
+                tuple(str(arg) for arg in entry[1]) for entry in details.get("ExecStart", ())
             ),
             need_daemon_reload=bool(props.get("NeedDaemonReload", False)),
         )

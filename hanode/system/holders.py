@@ -9,12 +9,11 @@ another filesystem (often /), and killing by it is how `fuser -km` kills the wor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import psutil
 
 _PROC = "/proc"
 # Errors that mean "this process (or this fd of it) is gone or not ours to read".
@@ -28,22 +27,31 @@ class Holder:
     pid: int
     name: str
     reasons: tuple[str, ...]  # "cwd", "root", "exe", "fd 3 /srv/x (deleted)", "mmap /srv/a.so"
-    ppid: int = 0  # its parent (0: unknown): who starts it again if it is respawned
 
     def describe(self) -> str:
         """One line for logs and errors: ``1234 (apache2): cwd, fd 3 /srv/x``."""
         return f"{self.pid} ({self.name}): {', '.join(self.reasons)}"
 
+    def parent(self) -> int:
+        """Its parent (0: gone): who starts it again if it is respawned. Asked only when
+        a stop meets holders, so that a status that counts them never loads psutil."""
+        import psutil
+
+        try:
+            return int(psutil.Process(self.pid).ppid())
+        except psutil.Error:
+            return 0
+
 
 def protected_pids() -> set[int]:
     """This process and all its ancestors: never to be killed by hanode."""
+    import psutil  # here: only a stop that meets holders pays for its import
+
     me = psutil.Process()
-    pids = {me.pid}
-    try:
+    pids = {me.pid, os.getppid()}
+    # a parent that vanishes mid-walk: still protect the chain we can see
+    with contextlib.suppress(psutil.Error):
         pids.update(parent.pid for parent in me.parents())
-    except psutil.Error:
-        # a parent vanished mid-walk: still protect the chain we can see
-        pids.add(os.getppid())
     return pids
 
 
@@ -58,7 +66,8 @@ def find_holders(
 
     ``devices`` are device numbers: the st_dev of files on a mounted filesystem, which is
     the st_rdev of its block device. Processes in ``exclude_pids`` are left out; by
-    default (None) that is hanode itself and its ancestors, which must never be killed.
+    default (None) that is hanode itself (whoever ends holders also leaves out its
+    ancestors: protected_pids()).
     With ``include_device_nodes`` false, an fd on the block device node itself does not
     count (it does not keep the filesystem busy). ``pids`` limits the walk to those
     processes (None: every process). Processes that vanish during the walk are skipped.
@@ -66,7 +75,7 @@ def find_holders(
     """
     if not devices:
         return []
-    excluded = protected_pids() if exclude_pids is None else exclude_pids
+    excluded = {os.getpid()} if exclude_pids is None else exclude_pids
     scan = _ProcessScanner(devices, include_device_nodes)
     holders: list[Holder] = []
     for pid in _pids() if pids is None else sorted(set(pids)):
@@ -105,7 +114,7 @@ class _ProcessScanner:
             reasons = self._links(directory) + self._fds(directory) + self._maps(directory)
             if not reasons:
                 return None
-            return Holder(pid, _name(directory), tuple(reasons), _ppid(directory))
+            return Holder(pid, _name(directory), tuple(reasons))
         finally:
             os.close(directory)
 
@@ -188,16 +197,6 @@ def _name(directory: int) -> str:
         return os.fsdecode(_read(directory, "comm").rstrip(b"\n"))
     except OSError:
         return "?"  # vanished: the pid is still worth reporting
-
-
-def _ppid(directory: int) -> int:
-    try:
-        text = _read(directory, "stat")
-    except OSError:
-        return 0
-    # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ")"
-    fields = text[text.rfind(b")") + 1 :].split()
-    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
 
 
 def process_name(pid: int) -> str:

@@ -11,7 +11,6 @@ whatever is swapped in along the path after the walk is never seen.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import grp
@@ -268,6 +267,8 @@ def _group(gid: int) -> str:
 
 @functools.cache
 def _libc_renameat2() -> Callable[..., int]:
+    import ctypes  # here: only a rename pays for it, not every run that reads a path
+
     libc = ctypes.CDLL(None, use_errno=True)
     function = libc.renameat2  # glibc >= 2.28 (Debian 12: 2.36)
     function.argtypes = [ctypes.c_int, ctypes.c_char_p] * 2 + [ctypes.c_uint]
@@ -282,5 +283,7 @@ def _renameat2(dir_fd: int, source: str, destination: str, flags: int) -> None:
     except AttributeError:
         raise OSError(errno.ENOSYS, "renameat2 is missing from the C library") from None
     if function(dir_fd, os.fsencode(source), dir_fd, os.fsencode(destination), flags) != 0:
+        import ctypes  # loaded already by _libc_renameat2
+
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), source, None, destination)

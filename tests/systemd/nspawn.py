@@ -44,6 +44,7 @@ PACKAGES = (
     "python3-psutil",
     "python3-tomlkit",
     "python3-pyroute2",
+    "iproute2",  # a Depends of the .deb: status reads the address with `ip -j`
 )
 # Units enabled in the image ([Install] section honoured by `systemctl --root enable`).
 ENABLED = ("hanode-test-enabled.service", "hanode-test-wantedby.service")

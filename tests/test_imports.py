@@ -1,0 +1,157 @@
+"""What a run imports: `hanode status`, and a start or stop with nothing to do, load no
+library they do not use (the netlink library, the TOML writer, psutil, the journal's
+bindings), so that a status answers in the time of the interpreter and hanode's own code.
+
+No timings: each test reads the list of modules a run imported (python's -X importtime)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+from helpers import PYTHON, ROOT, imported, run_hanode
+
+from hanode.errors import Exit, StatusExit
+
+IMPORTTIME = {"PYTHONPROFILEIMPORTTIME": "1"}
+# Never on these paths: pyroute2 (only start and stop change the address through it),
+# tomlkit (only import-drbdlinks writes TOML), psutil (not used at all any more).
+NEVER = {"pyroute2", "tomlkit", "psutil"}
+
+
+def _links_config(tmp_path: Path, *, linked: bool) -> Path:
+    """A [links] and [filesystem] config on files of tmp_path: nothing is mounted."""
+    target = tmp_path / "srv" / "data"
+    target.mkdir(parents=True)
+    path = tmp_path / "data"
+    if linked:
+        (tmp_path / "data.drbdlinks").mkdir()
+        path.symlink_to(target)
+    else:
+        path.mkdir()
+    config = tmp_path / "hanode.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            [links]
+            mountpoint = "{tmp_path / "srv"}"
+            links = [{{ path = "{path}", target = "{target}" }}]
+            """
+        )
+    )
+    return config
+
+
+def _full_config(tmp_path: Path, *, address: bool) -> Path:
+    """Every section (the address only if asked); on a host without DRBD or systemd they
+    answer unknown, which is what status reports, having imported what it needs to ask."""
+    config = tmp_path / "full.toml"
+    text = textwrap.dedent(
+        f"""\
+        [drbd]
+        resource = "srv"
+
+        [filesystem]
+        device = "{tmp_path / "no-such-device"}"
+        mountpoint = "{tmp_path / "srv"}"
+
+        [links]
+        mountpoint = "{tmp_path / "srv"}"
+        links = [{{ path = "{tmp_path / "etc-x"}", target = "{tmp_path / "srv" / "etc-x"}" }}]
+
+        [services]
+        units = ["hanode-test-nothing.service"]
+        """
+    )
+    if address:
+        text += '\n[address]\nip = "192.0.2.10/24"\ninterface = "hanode-none0"\n'
+    config.write_text(text)
+    return config
+
+
+def test_status_without_an_address_imports_no_netlink_nor_toml_writer(tmp_path: Path) -> None:
+    config = _full_config(tmp_path, address=False)
+    done = run_hanode(
+        "-c", str(config), "--insecure-config", "status", run_dir=tmp_path, env=IMPORTTIME
+    )
+    assert done.returncode in tuple(StatusExit), done.stderr[-2000:]
+    modules = imported(done.stderr)
+    # its probes ran (importtime lists no module importlib.import_module loads: the kinds)
+    assert {"hanode.system.drbdstate", "hanode.system.dbus"} <= modules, done.stderr[-3000:]
+    assert not {name for name in modules if name.split(".")[0] in NEVER}, done.stderr[-3000:]
+
+
+def test_status_with_an_address_reads_it_without_pyroute2(tmp_path: Path) -> None:
+    config = _full_config(tmp_path, address=True)
+    done = run_hanode(
+        "-c", str(config), "--insecure-config", "status", run_dir=tmp_path, env=IMPORTTIME
+    )
+    assert "hanode-none0 does not exist" in done.stdout, done.stdout + done.stderr[-2000:]
+    modules = imported(done.stderr)
+    assert "hanode.system.announce" in modules, done.stderr[-3000:]  # the address's kind
+    assert not {name for name in modules if name.split(".")[0] in NEVER}, done.stderr[-3000:]
+
+
+def test_a_start_and_a_stop_with_nothing_to_do_import_nothing_they_do_not_use(
+    tmp_path: Path,
+) -> None:
+    for verb, linked in (("start", True), ("stop", False)):
+        where = tmp_path / verb
+        where.mkdir()
+        config = _links_config(where, linked=linked)
+        done = run_hanode(
+            "-c", str(config), "--insecure-config", verb, run_dir=where, env=IMPORTTIME
+        )
+        assert done.returncode == Exit.OK, done.stderr[-2000:]
+        assert "skipped" in done.stderr
+        modules = imported(done.stderr)
+        unused = NEVER | {"jeepney", "systemd"}
+        assert not {name for name in modules if name.split(".")[0] in unused}, done.stderr[-3000:]
+
+
+JOURNAL = textwrap.dedent(
+    """
+    import logging, sys, types
+    from hanode import log
+    log._JOURNAL_SOCKET = sys.argv[1]  # "there is a journal": an existing path
+    log.setup()
+    print("after setup:", "systemd.journal" in sys.modules)
+    logging.getLogger("hanode").debug("below the journal's level")
+    print("after a debug line:", "systemd.journal" in sys.modules)
+    received = []
+
+    class Handler(logging.Handler):
+        def __init__(self, **fields):
+            super().__init__()
+            self.fields = fields
+
+        def emit(self, record):
+            received.append((self.fields, record.getMessage()))
+
+    fake = types.ModuleType("systemd.journal")
+    fake.JournalHandler = Handler
+    sys.modules["systemd.journal"] = fake
+    logging.getLogger("hanode").info("a step")
+    print("received:", received)
+    """
+)
+
+
+def test_the_journal_bindings_load_with_the_first_entry_only(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HANODE_NO_JOURNAL", None)
+    done = subprocess.run(
+        [PYTHON, "-c", JOURNAL, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.stdout.splitlines() == [
+        "after setup: False",
+        "after a debug line: False",
+        "received: [({'SYSLOG_IDENTIFIER': 'hanode'}, 'a step')]",
+    ], done.stdout + done.stderr
