@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
-import threading
 import time
 from typing import Any
 
 import pytest
 from hanodelab import lab, net
+from hanodelab.faults import WriteLoad, psql
 from hanodelab.qga import ExecResult
 from hanodelab.vm import Node
 
@@ -86,32 +85,6 @@ def fetch(path: str) -> str:
     )
     assert done.returncode == 0, f"GET {path} through {lab.VIP} failed: {done.stderr}"
     return done.stdout
-
-
-def psql(sql: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """SQL through the floating IP, as the client (psql, one connection per call)."""
-    return lab.client(
-        [
-            "env",
-            "PGCONNECT_TIMEOUT=5",
-            "psql",
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            lab.VIP,
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ],
-        timeout=timeout,
-    )
 
 
 def sql_ok(sql: str) -> str:
@@ -227,44 +200,12 @@ def test_3_switchover(scenario: dict[str, Any]) -> None:
     assert address < 1.0 + times[-1] - times[0], (address, times)
 
 
-class WriteLoad:
-    """The client inserts numbered rows through the VIP, one transaction each, and keeps
-    the numbers whose COMMIT was acknowledged."""
-
-    def __init__(self) -> None:
-        self.committed: list[int] = []
-        self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        number = 0
-        while not self._stop.is_set():
-            number += 1
-            done = psql(f"insert into load (id) values ({number})", timeout=15)  # noqa: S608
-            if done.returncode == 0:
-                self.committed.append(number)
-            else:
-                self.failures += 1
-
-    def start(self) -> None:
-        """Begin the load in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """End the load (waits for the insert in flight to end)."""
-        self._stop.set()
-        self._thread.join(60)
-
-
 def test_4_crash(scenario: dict[str, Any]) -> None:
     """node1 dies under a write load: node2 refuses alone without --force, takes over with
     it, and every committed row is there."""
     needs_psql()
-    sql_ok("create table load (id integer primary key)")
-    load = WriteLoad()
-    load.start()
-    lab.wait_for(lambda: len(load.committed) >= 30, 120, "30 committed rows")
+    load = WriteLoad().start()
+    load.wait_rows(30)
     killed = time.monotonic()
     NODE1.kill()
     lab.wait_for(
@@ -275,7 +216,7 @@ def test_4_crash(scenario: dict[str, Any]) -> None:
     )
     scenario["steps"]["peer loss noticed by DRBD"] = round(time.monotonic() - killed, 2)
     load.stop()
-    assert load.failures > 0, "the load did not notice the crash"
+    assert load.failures, "the load did not notice the crash"
     assert load.committed, "no row committed before the crash"
     scenario["steps"]["rows committed"] = len(load.committed)
     before = NODE2.agent.sh(MANAGED).stdout
@@ -286,8 +227,7 @@ def test_4_crash(scenario: dict[str, Any]) -> None:
     expect(forced, 0, "hanode start --force on node2")
     scenario["steps"]["switchover"] = round(time.monotonic() - killed, 2)
     assert net.neighbour_mac(lab.VIP) == NODE2.mac()
-    present = {int(line) for line in sql_ok("select id from load").split()}
-    missing = sorted(set(load.committed) - present)
+    missing = load.lost()
     assert not missing, f"committed rows lost in the crash: {missing}"
     scenario["hanode"]["node2 forced start"] = hanode_timings(status(NODE2), "start")
 

@@ -231,6 +231,7 @@ def provision(deb: Path) -> float:
     )
     in_parallel(lambda target: must(target, "hanode check"))
     must(node1, "systemctl enable hanode-primary.service")
+    must(node2, "systemctl enable hanode-standby.service")
     return progress.done("provisioned")
 
 
@@ -275,6 +276,11 @@ def reset() -> float:
             target.start(img, loadvm=SNAPSHOT, paused=True)
 
     in_parallel(restore)
+    # a scenario may have cut a link (a cable or the switch side): every link mended
+    for target in NODES.values():
+        for network in net.BRIDGES:
+            net.set_tap(net.tap(target.name, network), up=True)
+            target.monitor.call("set_link", {"name": network, "up": True})
     _resume_all()
     in_parallel(lambda target: target.agent.set_time())
     net.flush_neighbours()

@@ -36,6 +36,11 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", "-n", NETNS, *args], check=True, capture_output=True, timeout=30)
 
 
+def set_tap(tap_name: str, up: bool) -> None:
+    """Bring one of the lab's taps up or down (a cable cut on the switch side)."""
+    _ip("link", "set", "dev", tap_name, "up" if up else "down")
+
+
 def exists() -> bool:
     """True when the lab's namespace exists."""
     return Path("/run/netns", NETNS).exists()

@@ -30,6 +30,7 @@ PACKAGES = {
     "sysctl": "procps",  # quiet bridges in the namespace
     "dpkg-buildpackage": "dpkg-dev",  # scripts/build-deb builds the .deb
     "dh": "debhelper",
+    "psql": "postgresql-client",  # the client's write load through the floating IP
 }
 LAB = tuple(PACKAGES)  # up and demo may run every one of them
 VMS = ("qemu-system-x86_64", "ip")  # boot and reset start qemu in the namespace
