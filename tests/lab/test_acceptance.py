@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from hanodelab import lab, net
-from hanodelab.faults import WriteLoad, psql
-from hanodelab.qga import ExecResult
+from hanodelab.faults import WriteLoad, expect, hanode, psql
 from hanodelab.vm import Node
 
 pytestmark = pytest.mark.lab
@@ -27,20 +26,6 @@ MANAGED = (
     "ls -ld /etc/apache2 /var/www /var/lib/postgresql; "
     "systemctl is-active postgresql@15-main.service apache2.service; true"
 )
-
-
-def hanode(target: Node, arguments: str, timeout: float = 600) -> ExecResult:
-    """Run `hanode ARGUMENTS` on a node as root."""
-    return target.agent.sh(f"hanode {arguments}", timeout=timeout)
-
-
-def expect(result: ExecResult, code: int, what: str) -> ExecResult:
-    """Assert an exit code, showing the command's output when it is another."""
-    assert result.exitcode == code, (
-        f"{what}: exit {result.exitcode}, expected {code}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    return result
 
 
 def status(target: Node) -> dict[str, Any]:

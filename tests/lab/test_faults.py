@@ -15,9 +15,16 @@ from typing import Any
 
 import pytest
 from hanodelab import faults, lab
-from hanodelab.faults import WriteLoad, active_problems, managed_state, standby_problems
+from hanodelab.faults import (
+    WriteLoad,
+    active_problems,
+    expect,
+    hanode,
+    managed_state,
+    standby_problems,
+    wait_primary_unit,
+)
 from hanodelab.image import Image
-from hanodelab.qga import ExecResult
 from hanodelab.vm import Node
 
 pytestmark = pytest.mark.lab
@@ -27,20 +34,6 @@ NODE1, NODE2 = lab.NODES["node1"], lab.NODES["node2"]
 # One kill point per step boundary, start then stop (the full sweep: tests/lab/kill-sweep).
 START_POINTS = ("after:drbd", "after:filesystem", "after:links", "after:address")
 STOP_POINTS = ("after:services", "after:address", "after:links", "after:filesystem")
-
-
-def hanode(target: Node, arguments: str, timeout: float = 600) -> ExecResult:
-    """Run `hanode ARGUMENTS` on a node as root."""
-    return target.agent.sh(f"hanode {arguments}", timeout=timeout)
-
-
-def expect(result: ExecResult, code: int, what: str) -> ExecResult:
-    """Assert an exit code, showing the command's output when it is another."""
-    assert result.exitcode == code, (
-        f"{what}: exit {result.exitcode}, expected {code}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    return result
 
 
 def is_active(target: Node) -> None:
@@ -191,12 +184,7 @@ def test_f4_both_lose_power(scenario: dict[str, Any]) -> None:
     lost_power = time.monotonic()
     load.stop()
     scenario["steps"]["boot both"] = round(power_on([NODE1, NODE2], "booting both nodes"), 2)
-    lab.wait_for(
-        lambda: NODE1.agent.sh("systemctl is-active hanode-primary.service").stdout.strip()
-        in ("active", "failed"),
-        300,
-        "hanode-primary.service on node1",
-    )
+    wait_primary_unit(NODE1)
     scenario["steps"]["recovery (power back to serving)"] = round(time.monotonic() - lost_power, 2)
     is_active(NODE1)
     wait_in_sync()
@@ -227,12 +215,7 @@ def test_f5_power_lost_mid_run(scenario: dict[str, Any], verb: str) -> None:
     NODE1.kill()  # the power goes in the middle of the run: the steps after are not done
     lost_power = time.monotonic()
     power_on([NODE1], "booting node1")
-    lab.wait_for(
-        lambda: NODE1.agent.sh("systemctl is-active hanode-primary.service").stdout.strip()
-        in ("active", "failed"),
-        300,
-        "hanode-primary.service on node1",
-    )
+    wait_primary_unit(NODE1)
     scenario["steps"]["recovery (power back to serving)"] = round(time.monotonic() - lost_power, 2)
     is_active(NODE1)
     wait_in_sync()
@@ -286,12 +269,7 @@ def test_f7_crashed_active_returns_after_forced_takeover(
         # the crossover is broken while node1 is off (its qemu is gone: cut the switch side)
         faults.set_tap(NODE1, "cross", up=False)
     power_on([NODE1], "booting node1 after its crash")
-    lab.wait_for(
-        lambda: NODE1.agent.sh("systemctl is-active hanode-primary.service").stdout.strip()
-        in ("active", "failed"),
-        300,
-        "hanode-primary.service on node1",
-    )
+    wait_primary_unit(NODE1)
     journal = NODE1.agent.sh("journalctl -b -u hanode-primary.service -o cat").stdout
     assert "refused" in journal, journal
     state = managed_state(NODE1)

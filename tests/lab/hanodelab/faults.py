@@ -12,6 +12,7 @@ from typing import Any
 
 from hanodelab import lab, net
 from hanodelab.paths import LAB
+from hanodelab.qga import ExecResult
 from hanodelab.vm import Node
 
 KILLPOINT = "/root/killpoint.py"
@@ -46,6 +47,30 @@ print(json.dumps({
     "lock_free": lock_free,
 }))
 """
+
+
+def hanode(target: Node, arguments: str, timeout: float = 600) -> ExecResult:
+    """Run `hanode ARGUMENTS` on a node as root."""
+    return target.agent.sh(f"hanode {arguments}", timeout=timeout)
+
+
+def expect(result: ExecResult, code: int, what: str) -> ExecResult:
+    """Assert an exit code, showing the command's output when it is another."""
+    assert result.exitcode == code, (
+        f"{what}: exit {result.exitcode}, expected {code}\n"
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
+    return result
+
+
+def wait_primary_unit(target: Node) -> None:
+    """Wait until hanode-primary.service of a booting node has run (started or failed)."""
+    lab.wait_for(
+        lambda: target.agent.sh("systemctl is-active hanode-primary.service").stdout.strip()
+        in ("active", "failed"),
+        300,
+        f"hanode-primary.service on {target.name}",
+    )
 
 
 def managed_state(target: Node) -> dict[str, Any]:
