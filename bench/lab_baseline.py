@@ -6,11 +6,14 @@ other, in turn (a) then (b) or (b) then (a), so that both run in both directions
 
 (a) the how-to's shell script brought to systemd: exactly the intrinsic operations and
     nothing else, one bash script per node. Stop, on the active node:
-    ``systemctl stop`` of the units, ``ip addr del`` of the floating address, for each
+    ``systemctl stop`` of each unit in reverse order, one after the other (the how-to's
+    script stops them in turn: its services depend on their order), ``ip addr del`` of
+    the floating address, for each
     link (reverse order) ``rm PATH`` and ``mv PATH.drbdlinks PATH``, ``umount``,
     ``drbdadm secondary``. Start, on the other node: ``drbdadm primary``, ``mount``, the
     renames and links, ``ip addr add ... label`` and one gratuitous ARP
-    (``arping -U -c 1``), ``systemctl start`` of the units;
+    (``arping -U -c 1``), ``systemctl start`` of each unit in order, one after the other
+    (one ``systemctl start A B`` would start them side by side, in no order);
 (b) ``hanode stop`` on the active node, then ``hanode start`` on the other.
 
 Everything comes from tests/lab/provision/hanode.toml, the config both nodes run. Wall
@@ -83,7 +86,7 @@ class Cluster:
         """The intrinsic operations of a stop, in hanode's order (the reverse of start)."""
         q = shlex.quote
         lines = [
-            f"systemctl stop {' '.join(q(unit) for unit in reversed(self.units))}",
+            *(f"systemctl stop {q(unit)}" for unit in reversed(self.units)),
             "mark services",
             f"ip addr del {q(self.ip)} dev {q(self.interface)} label {q(self.label)}",
             "mark address",
@@ -116,7 +119,7 @@ class Cluster:
             f"ip addr add {q(self.ip)} dev {q(self.interface)} label {q(self.label)}",
             f"arping -U -c 1 -I {q(self.interface)} {q(ip)} >/dev/null",
             "mark address",
-            f"systemctl start {' '.join(q(unit) for unit in self.units)}",
+            *(f"systemctl start {q(unit)}" for unit in self.units),
             "mark services",
         ]
         return _PROLOGUE + "\n".join(lines) + "\n" + _EPILOGUE

@@ -397,17 +397,18 @@ def _json_address(link: Interface, info: dict[str, Any]) -> Assigned:
     )
 
 
+def _load_netlink() -> None:
+    """Import pyroute2 ahead of its use; a failure is for the step that needs it to say."""
+    try:
+        import pyroute2  # noqa: F401
+    except Exception as err:
+        log.debug("cannot import pyroute2 ahead: %s", err)
+
+
 def _warm_netlink() -> None:
     """Import pyroute2 in the background: a start about to add the address needs it, and
     meanwhile waits (the duplicate probe listens, DRBD connects) leave the CPU idle."""
-
-    def load() -> None:
-        try:
-            import pyroute2  # noqa: F401
-        except Exception as err:  # the step that needs it will say so
-            log.debug("cannot import pyroute2 ahead: %s", err)
-
-    threading.Thread(target=load, name="hanode-netlink-import", daemon=True).start()
+    threading.Thread(target=_load_netlink, name="hanode-netlink-import", daemon=True).start()
 
 
 # -- the resource -------------------------------------------------------------------
@@ -485,6 +486,11 @@ class FloatingAddress(Resource[AddressConfig]):
         if self._probes(link):
             self._probe_duplicate(link, ctx)
             self._probed_free = True
+
+    def prepare_stop(self) -> None:
+        """The address is here: its delete will need the netlink library, loaded now."""
+        if self._scan().exact(self.config) is not None:
+            _load_netlink()
 
     def _scan(self) -> AddressScan:
         """A look that changes nothing (no pyroute2 import where `ip` is installed)."""
