@@ -469,6 +469,7 @@ class FloatingAddress(Resource[AddressConfig]):
     def __init__(self, config: AddressConfig) -> None:
         super().__init__(config)
         self._probed_free = False  # this run's preflight found nobody answering for the IP
+        self._probed: AddressScan | None = None  # the last probe's look, for refresh() only
 
     @property
     def _v4(self) -> bool:
@@ -498,10 +499,12 @@ class FloatingAddress(Resource[AddressConfig]):
 
     def probe(self) -> Status:
         """Present or not, on which interface, with which label."""
+        self._probed = None
         try:
             found = self._scan()
         except (OSError, HanodeError) as err:
             return Status(State.UNKNOWN, f"cannot read the addresses: {err}")
+        self._probed = found
         return assess(self.config, found)
 
     # -- start ----------------------------------------------------------------------
@@ -532,8 +535,9 @@ class FloatingAddress(Resource[AddressConfig]):
     def refresh(self, ctx: Context) -> None:
         """Already up: announce it again, so a repeated start repairs the clients' ARP
         caches. What start would check first is checked on a look through `ip` (no
-        netlink library to load); anything not as the probe saw it gets start itself."""
-        found = self._scan()
+        netlink library to load: the engine's probe, right before, took it); anything not
+        as the probe saw it gets start itself."""
+        found, self._probed = self._probed or self._scan(), None
         exact = found.exact(self.config)
         if exact is None or exact.tentative or exact.dad_failed:
             self.start(ctx)  # changed since the probe: start decides, and repairs
