@@ -347,7 +347,7 @@ def _value(value: float) -> str:
         return "1" if value else "0"
     if isinstance(value, int):
         return str(value)
-    return repr(round(value, 6))
+    return repr(float(value))
 
 
 def prometheus(snapshot: Snapshot) -> str:
