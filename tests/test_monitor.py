@@ -279,7 +279,6 @@ def test_a_symlink_on_the_way_to_the_textfile_is_refused(
     assert os.listdir(tmp_path / "real") == []
 
 
-@pytest.mark.root
 def test_a_directory_other_users_can_write_is_refused(tmp_path: Path, shared_memory: Path) -> None:
     config = links_node(tmp_path, shared_memory)
     shared = tmp_path / "shared"
