@@ -24,10 +24,11 @@ from hanode import log as hlog
 from hanode.config import Config, config_path, load
 from hanode.engine import Action, Engine, overall
 from hanode.errors import ConfigError, Exit, HanodeError, Interrupted, StatusExit
-from hanode.resources import Context, Level, build
+from hanode.resources import Context, Level, Resource, Status, build
 from hanode.run import search_path
 
 logger = logging.getLogger("hanode")
+_NAGIOS_UNKNOWN = 3  # a Nagios plugin's exit code when it cannot tell (hanode.monitor)
 
 
 def _columns() -> int:
@@ -126,7 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     status = verbs.add_parser("status", parents=[_COMMON], help="what is up, step by step")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    output = status.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable output")
+    output.add_argument(
+        "--nagios",
+        action="store_true",
+        help="one Nagios plugin line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+    )
+    status.add_argument(
+        "--textfile",
+        metavar="PATH",
+        help="write the state as Prometheus metrics to PATH, atomically (node-exporter's "
+        "textfile collector); prints nothing else unless --json or --nagios is given",
+    )
 
     verbs.add_parser(
         "check", parents=[_COMMON], help="validate the config and this node, change nothing"
@@ -166,21 +179,27 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
     except HanodeError as err:
         if debug:
             traceback.print_exc()
-        logger.error("%s", err)
-        return int(err.code)
+        return _failed(args, str(err), err.code)
     except KeyboardInterrupt:
-        logger.error("interrupted")
-        return int(Exit.FAILED)
+        return _failed(args, "interrupted", Exit.FAILED)
     except Interrupted as err:  # the engine turns its own into a StepFailed: a safety net
-        logger.error("%s", err)
-        return int(Exit.FAILED)
+        return _failed(args, str(err), Exit.FAILED)
     except Exception as err:
         if debug:
             traceback.print_exc()
-        logger.error(
-            "internal error: %s: %s (run with --debug for the traceback)", type(err).__name__, err
-        )
-        return int(Exit.FAILED)
+        what = f"internal error: {type(err).__name__}: {err}"
+        return _failed(args, f"{what} (run with --debug for the traceback)", Exit.FAILED)
+
+
+def _failed(args: argparse.Namespace, message: str, code: Exit) -> int:
+    """Log the error; its exit code, or for `status --nagios` UNKNOWN (3) and the error
+    as the plugin's one line, as the plugin guidelines want of a plugin that cannot tell."""
+    logger.error("%s", message)
+    if getattr(args, "nagios", False):
+        text = " ".join(message.replace("|", "/").split())
+        sys.stdout.write(f"HANODE UNKNOWN - {text}\n")
+        return _NAGIOS_UNKNOWN
+    return int(code)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -196,7 +215,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     engine = Engine(build(config))
     if args.verb == "status":
-        return _status(engine, config, as_json=args.json)
+        return _status(engine, config, args)
     if args.verb == "check":
         return _check(engine, config)
     action = Action(args.verb)
@@ -230,37 +249,22 @@ def _plan(engine: Engine, action: Action, ctx: Context) -> int:
     return int(Exit.OK)
 
 
-def _status(engine: Engine, config: Config, *, as_json: bool) -> int:
+def _status(engine: Engine, config: Config, args: argparse.Namespace) -> int:
     probes = engine.probe_all()
     code = overall([status.state for _, status, _ in probes])
     last_start = engine.last_report(Action.START)
     last_stop = engine.last_report(Action.STOP)
-    verdict = code.verdict
-    node = os.uname().nodename
-    if as_json:
-        document = {
-            "node": node,
-            "config": str(config.path),
-            "state": verdict,
-            "exit": int(code),
-            "resources": [
-                {
-                    "name": resource.name,
-                    "state": status.state.value,
-                    "summary": status.summary,
-                    "details": status.details,
-                    "probe_seconds": round(seconds, 4),
-                }
-                for resource, status, seconds in probes
-            ],
-            "last_start": last_start,
-            "last_stop": last_stop,
-        }
-        json.dump(document, sys.stdout, indent=1, default=str)
-        sys.stdout.write("\n")
+    if args.nagios or args.textfile is not None:
+        plugin_code = _monitor(engine, args, code, probes, last_start, last_stop)
+        if plugin_code is not None:
+            return plugin_code
+        if not args.json:
+            return int(code)  # --textfile alone prints nothing: a timer's job
+    if args.json:
+        _write_json(config, code, probes, last_start, last_stop)
         return int(code)
     out = sys.stdout
-    out.write(f"{node}: {verdict}\n")
+    out.write(f"{os.uname().nodename}: {code.verdict}\n")
     for resource, status, _ in probes:
         out.write(f"  {resource.name:<11} {status.state.value:<8} {status.summary}\n")
     if code is not StatusExit.ALL_DOWN and last_start:
@@ -268,6 +272,63 @@ def _status(engine: Engine, config: Config, *, as_json: bool) -> int:
     elif last_stop:
         out.write(_describe_run("last stop", last_stop))
     return int(code)
+
+
+def _monitor(
+    engine: Engine,
+    args: argparse.Namespace,
+    code: StatusExit,
+    probes: list[tuple[Resource[Any], Status, float]],
+    last_start: dict[str, object] | None,
+    last_stop: dict[str, object] | None,
+) -> int | None:
+    """Write --textfile; print the --nagios line and return its exit code (else None)."""
+    from hanode import monitor
+
+    snapshot = monitor.snapshot_of(
+        os.uname().nodename,
+        code,
+        [(resource.name, status, seconds) for resource, status, seconds in probes],
+        last_start,
+        last_stop,
+        monitor.read_switchover(engine.state_dir),
+    )
+    if args.textfile is not None:
+        monitor.write_textfile(args.textfile, monitor.prometheus(snapshot))
+    if not args.nagios:
+        return None
+    plugin_code, line = monitor.nagios(snapshot)
+    sys.stdout.write(line + "\n")
+    return int(plugin_code)
+
+
+def _write_json(
+    config: Config,
+    code: StatusExit,
+    probes: list[tuple[Resource[Any], Status, float]],
+    last_start: dict[str, object] | None,
+    last_stop: dict[str, object] | None,
+) -> None:
+    document = {
+        "node": os.uname().nodename,
+        "config": str(config.path),
+        "state": code.verdict,
+        "exit": int(code),
+        "resources": [
+            {
+                "name": resource.name,
+                "state": status.state.value,
+                "summary": status.summary,
+                "details": status.details,
+                "probe_seconds": round(seconds, 4),
+            }
+            for resource, status, seconds in probes
+        ],
+        "last_start": last_start,
+        "last_stop": last_stop,
+    }
+    json.dump(document, sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")
 
 
 def _describe_run(title: str, report: dict[str, object]) -> str:

@@ -49,6 +49,8 @@ MAN5 = ROOT / "man" / "hanode.toml.5.md"
 COMPLETION = ROOT / "completions" / "hanode"
 UNIT = ROOT / "units" / "hanode-primary.service"
 STANDBY_UNIT = ROOT / "units" / "hanode-standby.service"
+TEXTFILE_UNIT = ROOT / "units" / "hanode-textfile.service"
+TEXTFILE_TIMER = ROOT / "units" / "hanode-textfile.timer"
 SHIPPED = ROOT / "etc" / "hanode" / "hanode.toml"
 BUILD_DEB = ROOT / "scripts" / "build-deb"
 FIGURES = ROOT / "build" / "deb" / "package-test.json"
@@ -284,6 +286,24 @@ def test_standby_unit_runs_hanode_stop_at_boot_before_the_primary_unit() -> None
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_textfile_timer_writes_node_exporters_file_every_minute() -> None:
+    service = unit_file(TEXTFILE_UNIT)
+    assert service["Service"]["Type"] == "oneshot"
+    command = service["Service"]["ExecStart"].split()
+    assert command[:3] == ["/usr/bin/hanode", "status", "--textfile"]
+    assert Path(command[3]).parent == Path(service["Unit"]["ConditionPathIsDirectory"])
+    assert command[3].endswith(".prom")  # the only files the textfile collector reads
+    assert build_parser().parse_args(command[1:]).textfile == command[3]
+    # every status exit but a usage error (nothing written) is a state, not a failure
+    success = {int(code) for code in service["Service"]["SuccessExitStatus"].split()}
+    assert success | {0} == {int(code) for code in StatusExit}
+    assert "Install" not in service  # started by its timer only
+    timer = unit_file(TEXTFILE_TIMER)
+    assert timer["Timer"]["OnCalendar"] == "minutely"
+    assert timer["Install"]["WantedBy"] == "timers.target"
+    assert "Unit" not in timer["Timer"]  # the timer's own service: hanode-textfile.service
+
+
 # -- root tier: build, lint, install into a clean Debian 12 ----------------------------
 
 
@@ -351,6 +371,8 @@ def test_package_metadata_and_contents(deb: Path, figures: dict[str, Any]) -> No
         "/usr/lib/python3/dist-packages/hanode/cli.py",
         "/lib/systemd/system/hanode-primary.service",
         "/lib/systemd/system/hanode-standby.service",
+        "/lib/systemd/system/hanode-textfile.service",
+        "/lib/systemd/system/hanode-textfile.timer",
         "/etc/hanode/hanode.toml",
         "/usr/share/man/man8/hanode.8.gz",
         "/usr/share/man/man5/hanode.toml.5.gz",
@@ -576,9 +598,13 @@ def test_installed_hanode_shows_its_help(installed: Path) -> None:
 
 @pytest.mark.root
 def test_installed_units_are_not_enabled(installed: Path) -> None:
-    for name in ("hanode-primary.service", "hanode-standby.service"):
+    for name, target in (
+        ("hanode-primary.service", "multi-user.target"),
+        ("hanode-standby.service", "multi-user.target"),
+        ("hanode-textfile.timer", "timers.target"),
+    ):
         assert (installed / "lib/systemd/system" / name).is_file()
-        wants = installed / "etc/systemd/system/multi-user.target.wants" / name
+        wants = installed / f"etc/systemd/system/{target}.wants" / name
         assert not wants.exists() and not wants.is_symlink(), name
 
 
