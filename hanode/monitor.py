@@ -34,7 +34,7 @@ from pathlib import Path
 from hanode.errors import HanodeError, StatusExit, UsageError
 from hanode.resources import State, Status
 from hanode.system.drbdstate import ConnState, DiskState, Role
-from hanode.system.paths import UnsafePath, open_parent
+from hanode.system.paths import UnsafePath, open_parent, others_can_change
 
 SWITCHOVER_REPORT = "last-switchover.json"  # in the run reports' directory (/run/hanode)
 # Local disk states that need an admin (DRBD detached it, or is detaching it).
@@ -524,12 +524,22 @@ def _all_steps(report: Mapping[str, object] | None) -> list[tuple[Mapping[str, o
 def write_textfile(path: str, text: str) -> None:
     """Replace the file at ``path`` with ``text``, atomically: a new file beside it
     (O_EXCL | O_NOFOLLOW), fsync'ed, then renamed over it; the directory is reached from /
-    through no symlink and must be root's alone (hanode.system.paths). On any failure the
+    through no symlink and must be root's alone, its ancestors may be another user's
+    (hanode.system.paths). On any failure the
     old file stays as it was, and TextfileError (exit 2) says why.
     """
     absolute = os.path.abspath(path)
     try:
-        parent = open_parent(absolute)
+        parent = open_parent(absolute, refuse=False)
+        # An ancestor another user owns is no danger here (Debian's /var/lib/prometheus
+        # belongs to user prometheus): the walk followed no symlink and every operation
+        # below is relative to the pinned directory and follows none. The directory the
+        # file goes into must be root's alone: there a user could plant the names root
+        # creates.
+        unsafe = others_can_change(parent)
+        if unsafe is not None:
+            parent.close()
+            raise unsafe
     except UnsafePath as err:
         raise TextfileError(
             f"--textfile {absolute}: {err.message}", err.hint or "pick a directory of root's"

@@ -290,6 +290,23 @@ def test_a_directory_other_users_can_write_is_refused(tmp_path: Path, shared_mem
     assert os.listdir(shared) == []
 
 
+def test_an_ancestor_a_system_user_owns_is_no_refusal(tmp_path: Path, shared_memory: Path) -> None:
+    """Debian's layout: /var/lib/prometheus is user prometheus's, node-exporter/ root's."""
+    config = links_node(tmp_path, shared_memory)
+    prometheus = tmp_path / "prometheus"
+    collector = prometheus / "node-exporter"
+    collector.mkdir(parents=True)
+    os.chown(prometheus, 65534, 65534)
+    done = hanode(config, tmp_path, "status", "--textfile", str(collector / "hanode.prom"))
+    assert done.returncode == 3, done.stderr  # a standby: the exit of status
+    assert "hanode_state" in (collector / "hanode.prom").read_text()
+    os.chown(collector, 65534, 65534)  # the directory itself another user's: refused
+    done = hanode(config, tmp_path, "status", "--textfile", str(collector / "other.prom"))
+    assert done.returncode == Exit.USAGE, done.stderr
+    assert f"{collector} is " in done.stderr
+    assert not (collector / "other.prom").exists()
+
+
 def test_a_missing_directory_names_the_fix(tmp_path: Path, shared_memory: Path) -> None:
     config = links_node(tmp_path, shared_memory)
     done = hanode(config, tmp_path, "status", "--textfile", str(tmp_path / "none" / "x.prom"))

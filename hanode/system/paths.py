@@ -205,6 +205,19 @@ def _trusted(uid: int) -> bool:
     return uid in (0, os.geteuid())
 
 
+def others_can_change(parent: Parent) -> UnsafePath | None:
+    """Whether a user other than root can rename the entries of the pinned directory
+    itself (its ancestors aside); None: nobody can."""
+    reason = _writer(os.fstat(parent.fileno()), parent.fileno(), True)
+    if reason is None:
+        return None
+    return UnsafePath(
+        f"{parent.directory} is {reason}: a user could plant the names root creates there",
+        f"chown root:root {parent.directory} and chmod go-w {parent.directory}",
+        parent.directory,
+    )
+
+
 def _writer(st: os.stat_result, fd: int, last: bool) -> str | None:
     """Who, other than root, can rename the entries of this directory; None: nobody."""
     if not _trusted(st.st_uid):
