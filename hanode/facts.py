@@ -95,7 +95,7 @@ def owning_packages(paths: Sequence[str]) -> dict[str, str | None]:
     if not paths:
         return found
     # /lib is /usr/lib on a merged-/usr system, and dpkg knows only the name it shipped
-    aliases = {alias: path for path in paths if (alias := _usr_alias(path))}
+    aliases = [alias for path in paths if (alias := _usr_alias(path)) and alias not in found]
     try:
         done = run(["dpkg-query", "-S", "--", *paths, *aliases], timeout=_TOOL_TIMEOUT, check=False)
     except CommandError:
@@ -104,9 +104,9 @@ def owning_packages(paths: Sequence[str]) -> dict[str, str | None]:
         packages, sep, path = line.partition(": ")
         if not sep or packages.startswith("diversion by"):
             continue
-        path = aliases.get(path, path)
-        if path in found and found[path] is None:
-            found[path] = packages
+        for name in (path, _usr_alias(path)):
+            if name in found and found[name] is None:
+                found[name] = packages
     return found
 
 
