@@ -355,14 +355,40 @@ def _status_pair(engine: Engine, config: Config, *, as_json: bool) -> int:
             document["peer_error"] = problem
         json.dump(document, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
-    else:
+    elif remote is None:
         sys.stdout.write(_describe_status(local))
-        if remote is not None:
-            sys.stdout.write(_describe_status(remote))
+    else:
+        sys.stdout.write(_describe_pair(local, remote))
     if problem:
         logger.error("%s", problem)
         return int(StatusExit.UNKNOWN)
     return int(local["exit"])
+
+
+def _describe_pair(local: dict[str, Any], remote: dict[str, Any]) -> str:
+    """Two nodes' `status --json` documents as one table: a column per node, a row per
+    step, then each node's last run."""
+    columns = [local, remote]
+    width = max(11, *(len(str(node["node"])) + 2 for node in columns))
+    steps: list[str] = []
+    for node in columns:
+        steps += [r["name"] for r in node["resources"] if r["name"] not in steps]
+    lines = [" " * 13 + "".join(f"{node['node']:<{width}}" for node in columns).rstrip() + "\n"]
+    lines.append(f"  {'node':<11}" + "".join(f"{n['state']:<{width}}" for n in columns).rstrip())
+    lines[-1] += "\n"
+    for step in steps:
+        states = [
+            next((r["state"] for r in node["resources"] if r["name"] == step), "-")
+            for node in columns
+        ]
+        lines.append(f"  {step:<11}" + "".join(f"{s:<{width}}" for s in states).rstrip() + "\n")
+    for node in columns:
+        last_start, last_stop = node.get("last_start"), node.get("last_stop")
+        if node["exit"] != StatusExit.ALL_DOWN and last_start:
+            lines.append(_describe_run(f"{node['node']} last start", last_start))
+        elif last_stop:
+            lines.append(_describe_run(f"{node['node']} last stop", last_stop))
+    return "".join(lines)
 
 
 def _peer_json(text: str) -> dict[str, Any] | None:

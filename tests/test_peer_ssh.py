@@ -225,12 +225,20 @@ def test_an_allowed_verb_runs_on_the_peer(server: Server) -> None:
     assert json.loads(done.stdout)["config"] == str(server.peer_config)
 
 
-def test_status_peer_shows_both_nodes(server: Server) -> None:
+def test_stop_runs_on_the_peer_and_status_peer_shows_both_nodes(server: Server) -> None:
+    done = _run(server.client(ADDRESS, "hanode stop"))
+    assert done.returncode == Exit.OK, done.stderr
+    assert "node is standby" in done.stderr  # the peer's log comes back on stderr
+    assert (server.tmp / "run-peer" / "hanode" / "last-stop.json").exists()  # it ran there
     done = server.hanode("status", "--peer")
     assert done.returncode == StatusExit.ALL_DOWN, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == f"{NODE}: down"
-    assert f"{NODE}: down" in lines[1:], done.stdout  # the peer, same host name here
+    assert lines[0].split() == [NODE, NODE]  # one column per node (one host here)
+    assert lines[1].split() == ["node", "down", "down"]
+    assert lines[2].split() == ["links", "down", "down"]
+    # the peer's last run (its stop above); this node has run none
+    assert len(lines) == 4 and lines[3].startswith(f"  {NODE} last stop: "), done.stdout
+    assert "ok in" in lines[3] and "links skipped" in lines[3]
 
 
 def test_a_shell_command_is_refused(server: Server) -> None:
