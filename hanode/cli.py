@@ -23,12 +23,22 @@ from hanode import __version__, interrupt
 from hanode import log as hlog
 from hanode.config import Config, config_path, load
 from hanode.engine import Action, Engine, overall
-from hanode.errors import ConfigError, Exit, HanodeError, Interrupted, StatusExit
+from hanode.errors import (
+    ConfigError,
+    Exit,
+    HanodeError,
+    Interrupted,
+    Refused,
+    StatusExit,
+    UsageError,
+)
 from hanode.resources import Context, Level, Resource, Status, build
-from hanode.run import search_path
+from hanode.run import search_path, stderr_tail
 
 logger = logging.getLogger("hanode")
 _NAGIOS_UNKNOWN = 3  # a Nagios plugin's exit code when it cannot tell (hanode.monitor)
+# The longest a two-node verb waits for one call to the peer (its facts, its status).
+_PEER_TIMEOUT = 60.0
 
 
 def _columns() -> int:
@@ -140,9 +150,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the state as Prometheus metrics to PATH, atomically (node-exporter's "
         "textfile collector); prints nothing else unless --json or --nagios is given",
     )
+    status.add_argument(
+        "--peer", action="store_true", help="both nodes: also the peer's status, over SSH"
+    )
+
+    check = verbs.add_parser(
+        "check", parents=[_COMMON], help="validate the config and this node, change nothing"
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "--peer",
+        action="store_true",
+        help="compare this node's facts with the peer's (over SSH), print the differences",
+    )
 
     verbs.add_parser(
-        "check", parents=[_COMMON], help="validate the config and this node, change nothing"
+        "facts",
+        parents=[_COMMON],
+        help="what the drift check compares, as one JSON document",
+    )
+    verbs.add_parser(
+        "peer-key",
+        parents=[_COMMON],
+        help="print the authorized_keys line the peer needs for this node's key",
+    )
+    verbs.add_parser(
+        "peer-serve",
+        help="the forced command of the peer's key: run one allowed verb from "
+        "$SSH_ORIGINAL_COMMAND",
     )
 
     importer = verbs.add_parser(
@@ -204,10 +239,17 @@ def _failed(args: argparse.Namespace, message: str, code: Exit) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     search_path()  # an unsafe HANODE_PATH is refused before anything is read or run
+    if args.verb == "peer-serve":
+        return _peer_serve(args)
     path = config_path(getattr(args, "config", None))
     if args.verb == "import-drbdlinks":
         return _import_drbdlinks(Path(args.drbdlinks_conf), path)
     config = load(path, insecure=getattr(args, "insecure_config", False))
+    if args.verb == "peer-key":
+        from hanode.peer import authorized_line, peer_config
+
+        sys.stdout.write(authorized_line(peer_config(config)) + "\n")
+        return int(Exit.OK)
     if not config.sections():
         raise ConfigError(
             f"{path}: no section is configured, hanode manages nothing",
@@ -215,9 +257,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     engine = Engine(build(config))
     if args.verb == "status":
+        if args.peer:
+            if args.nagios or args.textfile is not None:
+                raise UsageError("status --peer takes --json, not --nagios or --textfile")
+            return _status_pair(engine, config, as_json=args.json)
         return _status(engine, config, args)
     if args.verb == "check":
-        return _check(engine, config)
+        if args.peer:
+            return _check_peer(config, as_json=args.json)
+        return _check(engine, config, as_json=args.json)
+    if args.verb == "facts":
+        from hanode.facts import gather
+
+        json.dump(gather(config), sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
+        return int(Exit.OK)
     action = Action(args.verb)
     ctx = Context(
         force=getattr(args, "force", False),
@@ -249,6 +303,43 @@ def _plan(engine: Engine, action: Action, ctx: Context) -> int:
     return int(Exit.OK)
 
 
+def _status_document(
+    config: Config,
+    code: StatusExit,
+    probes: list[tuple[Resource[Any], Status, float]],
+    last_start: dict[str, object] | None,
+    last_stop: dict[str, object] | None,
+) -> dict[str, Any]:
+    """This node's status as `status --json` prints it."""
+    return {
+        "node": os.uname().nodename,
+        "config": str(config.path),
+        "state": code.verdict,
+        "exit": int(code),
+        "resources": [
+            {
+                "name": resource.name,
+                "state": status.state.value,
+                "summary": status.summary,
+                "details": status.details,
+                "probe_seconds": round(seconds, 4),
+            }
+            for resource, status, seconds in probes
+        ],
+        "last_start": last_start,
+        "last_stop": last_stop,
+    }
+
+
+def _probed_document(engine: Engine, config: Config) -> dict[str, Any]:
+    """Probe every step now: this node's `status --json` document."""
+    probes = engine.probe_all()
+    code = overall([status.state for _, status, _ in probes])
+    return _status_document(
+        config, code, probes, engine.last_report(Action.START), engine.last_report(Action.STOP)
+    )
+
+
 def _status(engine: Engine, config: Config, args: argparse.Namespace) -> int:
     probes = engine.probe_all()
     code = overall([status.state for _, status, _ in probes])
@@ -260,17 +351,12 @@ def _status(engine: Engine, config: Config, args: argparse.Namespace) -> int:
             return plugin_code
         if not args.json:
             return int(code)  # --textfile alone prints nothing: a timer's job
+    document = _status_document(config, code, probes, last_start, last_stop)
     if args.json:
-        _write_json(config, code, probes, last_start, last_stop)
-        return int(code)
-    out = sys.stdout
-    out.write(f"{os.uname().nodename}: {code.verdict}\n")
-    for resource, status, _ in probes:
-        out.write(f"  {resource.name:<11} {status.state.value:<8} {status.summary}\n")
-    if code is not StatusExit.ALL_DOWN and last_start:
-        out.write(_describe_run("last start", last_start))
-    elif last_stop:
-        out.write(_describe_run("last stop", last_stop))
+        json.dump(document, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(_describe_status(document))
     return int(code)
 
 
@@ -302,33 +388,88 @@ def _monitor(
     return int(plugin_code)
 
 
-def _write_json(
-    config: Config,
-    code: StatusExit,
-    probes: list[tuple[Resource[Any], Status, float]],
-    last_start: dict[str, object] | None,
-    last_stop: dict[str, object] | None,
-) -> None:
-    document = {
-        "node": os.uname().nodename,
-        "config": str(config.path),
-        "state": code.verdict,
-        "exit": int(code),
-        "resources": [
-            {
-                "name": resource.name,
-                "state": status.state.value,
-                "summary": status.summary,
-                "details": status.details,
-                "probe_seconds": round(seconds, 4),
-            }
-            for resource, status, seconds in probes
-        ],
-        "last_start": last_start,
-        "last_stop": last_stop,
-    }
-    json.dump(document, sys.stdout, indent=1, default=str)
-    sys.stdout.write("\n")
+def _describe_status(document: dict[str, Any]) -> str:
+    """A node's `status --json` document for people: its verdict, its steps, its last run."""
+    lines = [f"{document['node']}: {document['state']}\n"]
+    for resource in document["resources"]:
+        lines.append(f"  {resource['name']:<11} {resource['state']:<8} {resource['summary']}\n")
+    last_start, last_stop = document.get("last_start"), document.get("last_stop")
+    if document["exit"] != StatusExit.ALL_DOWN and last_start:
+        lines.append(_describe_run("last start", last_start))
+    elif last_stop:
+        lines.append(_describe_run("last stop", last_stop))
+    return "".join(lines)
+
+
+def _status_pair(engine: Engine, config: Config, *, as_json: bool) -> int:
+    """`status --peer`: this node's status and the peer's (one SSH call), one after the
+    other; the exit code is this node's, or 4 when the peer cannot be read."""
+    from hanode.peer import Peer, PeerUnreachable, peer_config
+
+    peer = Peer(peer_config(config))
+    local = _probed_document(engine, config)
+    remote: dict[str, Any] | None = None
+    problem = ""
+    try:
+        reply = peer.call(["status", "--json"], timeout=_PEER_TIMEOUT)
+        remote = _peer_json(reply.stdout)
+        if remote is None:
+            problem = f"peer {peer.name}: status --json gave no JSON (exit {reply.exitcode})"
+            tail = stderr_tail(reply.stderr, 1)
+            if tail:
+                problem += f": {tail}"
+    except PeerUnreachable as err:
+        problem = str(err)
+    if as_json:
+        nodes = [local] + ([remote] if remote is not None else [])
+        document: dict[str, Any] = {"nodes": nodes}
+        if problem:
+            document["peer_error"] = problem
+        json.dump(document, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    elif remote is None:
+        sys.stdout.write(_describe_status(local))
+    else:
+        sys.stdout.write(_describe_pair(local, remote))
+    if problem:
+        logger.error("%s", problem)
+        return int(StatusExit.UNKNOWN)
+    return int(local["exit"])
+
+
+def _describe_pair(local: dict[str, Any], remote: dict[str, Any]) -> str:
+    """Two nodes' `status --json` documents as one table: a column per node, a row per
+    step, then each node's last run."""
+    columns = [local, remote]
+    width = max(11, *(len(str(node["node"])) + 2 for node in columns))
+    steps: list[str] = []
+    for node in columns:
+        steps += [r["name"] for r in node["resources"] if r["name"] not in steps]
+    lines = [" " * 13 + "".join(f"{node['node']:<{width}}" for node in columns).rstrip() + "\n"]
+    lines.append(f"  {'node':<11}" + "".join(f"{n['state']:<{width}}" for n in columns).rstrip())
+    lines[-1] += "\n"
+    for step in steps:
+        states = [
+            next((r["state"] for r in node["resources"] if r["name"] == step), "-")
+            for node in columns
+        ]
+        lines.append(f"  {step:<11}" + "".join(f"{s:<{width}}" for s in states).rstrip() + "\n")
+    for node in columns:
+        last_start, last_stop = node.get("last_start"), node.get("last_stop")
+        if node["exit"] != StatusExit.ALL_DOWN and last_start:
+            lines.append(_describe_run(f"{node['node']} last start", last_start))
+        elif last_stop:
+            lines.append(_describe_run(f"{node['node']} last stop", last_stop))
+    return "".join(lines)
+
+
+def _peer_json(text: str) -> dict[str, Any] | None:
+    """The JSON object a peer's verb printed; None when it printed something else."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _describe_run(title: str, report: dict[str, object]) -> str:
@@ -345,22 +486,114 @@ def _describe_run(title: str, report: dict[str, object]) -> str:
     )
 
 
-def _check(engine: Engine, config: Config) -> int:
+def _check(engine: Engine, config: Config, *, as_json: bool) -> int:
+    findings = engine.check()
+    if config.peer is not None:
+        from hanode.peer import check_peer
+
+        findings += [("peer", finding) for finding in check_peer(config.peer)]
+    errors = sum(1 for _, finding in findings if finding.level is Level.ERROR)
+    code = Exit.FAILED if errors else Exit.OK
+    if as_json:
+        document = {
+            "node": os.uname().nodename,
+            "config": str(config.path),
+            "exit": int(code),
+            "findings": [
+                {
+                    "step": step,
+                    "level": finding.level.value,
+                    "message": finding.message,
+                    "hint": finding.hint,
+                }
+                for step, finding in findings
+            ],
+        }
+        json.dump(document, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return int(code)
     out = sys.stdout
     out.write(f"config {config.path}: ok (sections: {', '.join(config.sections())})\n")
-    errors = 0
-    for step, finding in engine.check():
-        if finding.level is Level.ERROR:
-            errors += 1
+    for step, finding in findings:
         line = f"{finding.level.value:<8} {step:<11} {finding.message}"
         if finding.hint:
             line += f" ({finding.hint})"
         out.write(line + "\n")
     if errors:
         out.write(f"{errors} problem(s) found: this node cannot start as configured\n")
-        return int(Exit.FAILED)
+        return int(code)
     out.write("this node can start as configured\n")
-    return int(Exit.OK)
+    return int(code)
+
+
+def _check_peer(config: Config, *, as_json: bool) -> int:
+    """`check --peer`: this node's facts against the peer's (one SSH call); prints the
+    differences only. Exit 1 when a must-match fact differs, 4 when the peer is not read."""
+    from hanode.facts import Severity, drift, gather
+    from hanode.peer import Peer, peer_config
+
+    peer = Peer(peer_config(config))
+    reply = peer.call(["facts"], timeout=_PEER_TIMEOUT)
+    remote = _peer_json(reply.stdout)
+    if reply.exitcode != 0 or remote is None:
+        tail = stderr_tail(reply.stderr, 1) or f"exit {reply.exitcode}, no JSON"
+        raise Refused(
+            f"peer {peer.name}: `hanode facts` failed there: {tail}",
+            f"run `hanode check` on {peer.name}",
+        )
+    local = gather(config)
+    differences = drift(local, remote)
+    errors = sum(1 for item in differences if item.severity is Severity.ERROR)
+    code = Exit.FAILED if errors else Exit.OK
+    if as_json:
+        document = {
+            "node": local["node"],
+            "peer": peer.name,
+            "exit": int(code),
+            "differences": [item.to_json() for item in differences],
+        }
+        json.dump(document, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return int(code)
+    out = sys.stdout
+    for item in differences:
+        line = f"{item.severity.value:<8} {item.fact}: {local['node']} {_shown(item.local)}, "
+        line += f"{peer.name} {_shown(item.peer)}"
+        if item.why:
+            line += f" ({item.why})"
+        out.write(line + "\n")
+    warnings = len(differences) - errors
+    if errors:
+        out.write(f"{errors} difference(s) that must not be, {warnings} warning(s)\n")
+    else:
+        out.write(f"{local['node']} and {peer.name} agree ({warnings} warning(s))\n")
+    return int(code)
+
+
+def _shown(value: object) -> str:
+    """A fact's value in one line."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _peer_serve(args: argparse.Namespace) -> int:
+    """peer-serve: run the one allowed request in $SSH_ORIGINAL_COMMAND, always on the
+    default config file (hanode.peer.served_argv says what is allowed)."""
+    from hanode import config as hconfig
+    from hanode.peer import served_argv
+
+    if getattr(args, "config", None) is not None:
+        raise UsageError(
+            f"peer-serve always reads {hconfig.DEFAULT_PATH}: it takes no -c",
+            "remove -c from the forced command",
+        )
+    request = served_argv(os.environ.get("SSH_ORIGINAL_COMMAND"))
+    if request == ["version"]:
+        sys.stdout.write(f"hanode {__version__}\n")
+        return int(Exit.OK)
+    # the default config, never $HANODE_CONFIG: the key's holder chooses nothing
+    served = build_parser().parse_args([*request, "-c", str(hconfig.DEFAULT_PATH)])
+    return _dispatch(served)
 
 
 def _import_drbdlinks(conf: Path, toml_path: Path) -> int:

@@ -48,6 +48,7 @@ class Config:
 
     path: Path
     settings: Mapping[str, object] = field(default_factory=dict)  # section -> its config
+    peer: PeerConfig | None = None  # [peer]: how to reach the other node (not a step)
 
     def sections(self) -> list[str]:
         """Names of the configured sections, in start order."""
@@ -254,10 +255,10 @@ def parse(text: str, path: Path) -> Config:
 
     known = {kind.section: kind for kind in kinds()}
     for name, value in data.items():
-        if name not in known:
+        if name not in known and name != PEER_SECTION:
             raise ConfigError(
                 f"{lines.at((name,))}: unknown section [{printable(name)}]",
-                f"known sections: {', '.join(known)}",
+                f"known sections: {', '.join([*known, PEER_SECTION])}",
             )
         if not isinstance(value, dict):
             raise ConfigError(
@@ -271,7 +272,84 @@ def parse(text: str, path: Path) -> Config:
             table.refuse_control_characters()
             settings[name] = kind.parse(table, settings)
             table.finish()
-    return Config(path, settings)
+    peer = None
+    if PEER_SECTION in data:
+        table = Table(data, PEER_SECTION, lines)
+        table.refuse_control_characters()
+        peer = _parse_peer(table)
+        table.finish()
+    return Config(path, settings, peer)
+
+
+PEER_SECTION = "peer"
+# A host name (RFC 1123 labels) or an IPv4/IPv6 literal: what ssh takes as a destination
+# and `uname -n` gives; never an option ("-oProxyCommand=...") nor a user@ or a port.
+_NODE_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*")
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """[peer]: the two nodes and how one reaches the other's hanode over SSH."""
+
+    nodes: tuple[str, str]
+    addresses: Mapping[str, str] = field(default_factory=dict)  # node -> ssh destination
+    user: str = "root"
+    identity: str = "/etc/hanode/peer_ed25519"
+    connect_timeout: int = 5
+    known_hosts: str = "/etc/hanode/peer_known_hosts"
+
+    def other(self, this: str) -> str | None:
+        """The other node's name, seen from node ``this``; None if ``this`` is not one."""
+        if this not in self.nodes:
+            return None
+        return self.nodes[1] if this == self.nodes[0] else self.nodes[0]
+
+    def address(self, node: str) -> str:
+        """Where ssh reaches ``node``: its [peer] addresses entry, else its name."""
+        return self.addresses.get(node, node)
+
+
+def _parse_peer(table: Table) -> PeerConfig:
+    nodes = table.get("nodes", list)
+    if len(nodes) != 2:
+        raise table.error(
+            "nodes", f"must name exactly two nodes, got {len(nodes)}", 'nodes = ["node1", "node2"]'
+        )
+    for index, node in enumerate(nodes):
+        if not isinstance(node, str) or not _NODE_NAME_RE.fullmatch(node):
+            shown = node if isinstance(node, str) else None
+            raise table.item_error(
+                "nodes",
+                index,
+                f"expected a node name (its `uname -n`), got {describe(node)}",
+                value=shown,
+            )
+    if nodes[0] == nodes[1]:
+        raise table.item_error("nodes", 1, f"{nodes[1]} is named twice", value=nodes[1])
+    addresses = table.get("addresses", dict, {})
+    for node, address in addresses.items():
+        if node not in nodes:
+            raise table.error(
+                "addresses", f"{printable(node)} is not one of nodes", f"nodes: {', '.join(nodes)}"
+            )
+        if not isinstance(address, str) or not _ADDRESS_RE.fullmatch(address):
+            raise table.error(
+                "addresses",
+                f"{node}: expected a host name or IP address, got {describe(address)}",
+            )
+    user = table.string("user", "root")
+    if not _USER_RE.fullmatch(user):
+        raise table.error("user", f"expected a user name, got {user!r}")
+    return PeerConfig(
+        nodes=(nodes[0], nodes[1]),
+        addresses=dict(addresses),
+        user=user,
+        identity=table.path("identity", "/etc/hanode/peer_ed25519"),
+        connect_timeout=table.integer("connect-timeout", 1, 300, 5),
+        known_hosts=table.path("known-hosts", "/etc/hanode/peer_known_hosts"),
+    )
 
 
 def _toml(text: str, lines: _Locator) -> dict[str, Any]:

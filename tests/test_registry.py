@@ -35,7 +35,7 @@ def test_config_sections_come_from_the_registry() -> None:
         config.parse("[nonsense]\n", Path("h.toml"))
     assert str(caught.value) == (
         "h.toml:1: unknown section [nonsense] "
-        "(known sections: drbd, filesystem, links, address, services)"
+        "(known sections: drbd, filesystem, links, address, services, peer)"
     )
 
 
