@@ -17,15 +17,18 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hanode import __version__, interrupt
 from hanode import log as hlog
 from hanode.config import Config, config_path, load
 from hanode.engine import Action, Engine, overall
 from hanode.errors import ConfigError, Exit, HanodeError, Interrupted, StatusExit
-from hanode.resources import Context, Level, build
+from hanode.resources import Context, Level, Resource, Status, build
 from hanode.run import search_path
+
+if TYPE_CHECKING:
+    from hanode.nodelink import NodeLink
 
 logger = logging.getLogger("hanode")
 
@@ -127,10 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = verbs.add_parser("status", parents=[_COMMON], help="what is up, step by step")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--arp",
+        action="store_true",
+        help="also ask the segment which MAC answers for a floating IPv4 address "
+        "not on this node (up to a second)",
+    )
 
-    verbs.add_parser(
+    check = verbs.add_parser(
         "check", parents=[_COMMON], help="validate the config and this node, change nothing"
     )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
+    switchover = verbs.add_parser(
+        "switchover",
+        parents=[_COMMON],
+        help="make the standby node the active one and the active node the standby",
+    )
+    switchover.add_argument(
+        "--dry-run", action="store_true", help="check both nodes and show the plan, change nothing"
+    )
+    switchover.add_argument("--json", action="store_true", help="machine-readable report")
 
     importer = verbs.add_parser(
         "import-drbdlinks",
@@ -194,11 +214,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"{path}: no section is configured, hanode manages nothing",
             "uncomment the sections that apply to this node",
         )
+    if args.verb == "switchover":
+        return _switchover(config, args)
     engine = Engine(build(config))
     if args.verb == "status":
-        return _status(engine, config, as_json=args.json)
+        return _status(engine, config, as_json=args.json, arp=args.arp)
     if args.verb == "check":
-        return _check(engine, config)
+        return _check(engine, config, as_json=args.json)
     action = Action(args.verb)
     ctx = Context(
         force=getattr(args, "force", False),
@@ -230,8 +252,9 @@ def _plan(engine: Engine, action: Action, ctx: Context) -> int:
     return int(Exit.OK)
 
 
-def _status(engine: Engine, config: Config, *, as_json: bool) -> int:
+def _status(engine: Engine, config: Config, *, as_json: bool, arp: bool = False) -> int:
     probes = engine.probe_all()
+    observed = _arp_observations(probes) if arp else {}
     code = overall([status.state for _, status, _ in probes])
     last_start = engine.last_report(Action.START)
     last_stop = engine.last_report(Action.STOP)
@@ -248,7 +271,7 @@ def _status(engine: Engine, config: Config, *, as_json: bool) -> int:
                     "name": resource.name,
                     "state": status.state.value,
                     "summary": status.summary,
-                    "details": status.details,
+                    "details": {**status.details, **observed.get(resource.name, {})},
                     "probe_seconds": round(seconds, 4),
                 }
                 for resource, status, seconds in probes
@@ -263,11 +286,34 @@ def _status(engine: Engine, config: Config, *, as_json: bool) -> int:
     out.write(f"{node}: {verdict}\n")
     for resource, status, _ in probes:
         out.write(f"  {resource.name:<11} {status.state.value:<8} {status.summary}\n")
+        seen = observed.get(resource.name)
+        if seen is not None:
+            holder = seen["arp-holder"] or f"nobody ({seen.get('arp-error', 'no answer')})"
+            out.write(f"  {'':<11} {'':<8} ARP: answered by {holder}\n")
     if code is not StatusExit.ALL_DOWN and last_start:
         out.write(_describe_run("last start", last_start))
     elif last_stop:
         out.write(_describe_run("last stop", last_stop))
     return int(code)
+
+
+def _arp_observations(
+    probes: Sequence[tuple[Resource[Any], Status, float]],
+) -> dict[str, dict[str, object]]:
+    """status --arp: for each floating address not on this node, the MAC that answers ARP
+    for it on its segment ("arp-holder", None when none does; "arp-error" when it cannot
+    be asked). A switchover reads it on the old node to see the new one answer."""
+    from hanode.resources.address import FloatingAddress
+
+    observed: dict[str, dict[str, object]] = {}
+    for resource, status, _ in probes:
+        if not isinstance(resource, FloatingAddress) or status.details.get("present"):
+            continue
+        try:
+            observed[resource.name] = {"arp-holder": resource.arp_holder()}
+        except HanodeError as err:
+            observed[resource.name] = {"arp-holder": None, "arp-error": str(err)}
+    return observed
 
 
 def _describe_run(title: str, report: dict[str, object]) -> str:
@@ -284,7 +330,22 @@ def _describe_run(title: str, report: dict[str, object]) -> str:
     )
 
 
-def _check(engine: Engine, config: Config) -> int:
+def _check(engine: Engine, config: Config, *, as_json: bool = False) -> int:
+    if as_json:
+        findings = engine.check()
+        failed = any(finding.level is Level.ERROR for _, finding in findings)
+        document = {
+            "node": os.uname().nodename,
+            "config": str(config.path),
+            "exit": int(Exit.FAILED if failed else Exit.OK),
+            "findings": [
+                {"step": step, "level": f.level.value, "message": f.message, "hint": f.hint}
+                for step, f in findings
+            ],
+        }
+        json.dump(document, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return int(Exit.FAILED if failed else Exit.OK)
     out = sys.stdout
     out.write(f"config {config.path}: ok (sections: {', '.join(config.sections())})\n")
     errors = 0
@@ -300,6 +361,32 @@ def _check(engine: Engine, config: Config) -> int:
         return int(Exit.FAILED)
     out.write("this node can start as configured\n")
     return int(Exit.OK)
+
+
+def _switchover(config: Config, args: argparse.Namespace) -> int:
+    from hanode.nodelink import LocalNode
+    from hanode.switchover import Switchover, verb_timeouts
+
+    options = ["--insecure-config"] if getattr(args, "insecure_config", False) else []
+    local = LocalNode(os.uname().nodename, config.path, options)
+    peer = _peer_link(config)
+    switch = Switchover(
+        local,
+        peer,
+        timeouts=verb_timeouts(config),
+        progress=hlog.progress,
+        out=sys.stdout,
+    )
+    return int(switch.run(dry_run=args.dry_run, as_json=args.json))
+
+
+def _peer_link(config: Config) -> NodeLink:
+    """The other node of the pair. Until the SSH transport (hanode.peer, [peer]) is in
+    this build, there is none to reach: a config error naming what is missing."""
+    raise ConfigError(
+        f"{config.path}: no [peer] section: switchover cannot reach the other node",
+        "this build of hanode has no peer transport yet ([peer], hanode.peer)",
+    )
 
 
 def _import_drbdlinks(conf: Path, toml_path: Path) -> int:
