@@ -521,9 +521,10 @@ class Switchover:
         self._add_report(start, new_after.last_start, new_before.last_start)
         if start.exitcode != 0:
             return self._restore(old, new, start, new_after, old_before)
+        verify_began = self._now()  # the old node's ARP look is the verification's
         old_after = self._look(old, arp=True)
         self._add_report(stop, old_after.last_stop, old_before.last_stop)
-        return self._verify(old.name, new.name, old_after, new_after)
+        return self._verify(old.name, new.name, old_after, new_after, verify_began)
 
     def _survey(self) -> tuple[NodeView, NodeView, Sequence[Difference], list[Blocker]]:
         """Both nodes' status, check (and facts), the two nodes side by side."""
@@ -647,8 +648,9 @@ class Switchover:
             todo=todo,
         )
 
-    def _verify(self, old: str, new: str, old_after: NodeView, new_after: NodeView) -> Outcome:
-        began = self._now()
+    def _verify(
+        self, old: str, new: str, old_after: NodeView, new_after: NodeView, began: float
+    ) -> Outcome:
         checks, problems = verify(old_after, new_after)
         self.events.append(
             Event(

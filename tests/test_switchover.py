@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -508,8 +509,10 @@ class NetnsNode:
             "HANODE_NO_JOURNAL": "1",
             "HANODE_RUN_DIR": str(self.run_dir),
         }
+        began = time.monotonic()
         done = run([*command, "--insecure-config", *argv], timeout=timeout, check=False, env=env)
-        return Reply(self._name, tuple(argv), done.returncode, done.stdout, done.stderr, 0.0)
+        seconds = time.monotonic() - began
+        return Reply(self._name, tuple(argv), done.returncode, done.stdout, done.stderr, seconds)
 
 
 def _ip(*args: str) -> None:
