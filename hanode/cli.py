@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--peer", action="store_true", help="both nodes: also the peer's status, over SSH"
     )
+    status.add_argument(
+        "--arp",
+        action="store_true",
+        help="also ask the segment which MAC answers for a floating IPv4 address "
+        "not on this node (up to a second)",
+    )
 
     check = verbs.add_parser(
         "check", parents=[_COMMON], help="validate the config and this node, change nothing"
@@ -163,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compare this node's facts with the peer's (over SSH), print the differences",
     )
+
+    switchover = verbs.add_parser(
+        "switchover",
+        parents=[_COMMON],
+        help="make the standby node the active one and the active node the standby",
+    )
+    switchover.add_argument(
+        "--dry-run", action="store_true", help="check both nodes and show the plan, change nothing"
+    )
+    switchover.add_argument("--json", action="store_true", help="machine-readable report")
 
     verbs.add_parser(
         "facts",
@@ -255,6 +271,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"{path}: no section is configured, hanode manages nothing",
             "uncomment the sections that apply to this node",
         )
+    if args.verb == "switchover":
+        return _switchover(config, args)
     engine = Engine(build(config))
     if args.verb == "status":
         if args.peer:
@@ -342,6 +360,7 @@ def _probed_document(engine: Engine, config: Config) -> dict[str, Any]:
 
 def _status(engine: Engine, config: Config, args: argparse.Namespace) -> int:
     probes = engine.probe_all()
+    observed = _arp_observations(probes) if args.arp else {}
     code = overall([status.state for _, status, _ in probes])
     last_start = engine.last_report(Action.START)
     last_stop = engine.last_report(Action.STOP)
@@ -352,6 +371,8 @@ def _status(engine: Engine, config: Config, args: argparse.Namespace) -> int:
         if not args.json:
             return int(code)  # --textfile alone prints nothing: a timer's job
     document = _status_document(config, code, probes, last_start, last_stop)
+    for resource in document["resources"]:
+        resource["details"].update(observed.get(resource["name"], {}))
     if args.json:
         json.dump(document, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
@@ -393,6 +414,10 @@ def _describe_status(document: dict[str, Any]) -> str:
     lines = [f"{document['node']}: {document['state']}\n"]
     for resource in document["resources"]:
         lines.append(f"  {resource['name']:<11} {resource['state']:<8} {resource['summary']}\n")
+        if "arp-holder" in resource["details"]:
+            seen = resource["details"]
+            holder = seen["arp-holder"] or f"nobody ({seen.get('arp-error', 'no answer')})"
+            lines.append(f"  {'':<11} {'':<8} ARP: answered by {holder}\n")
     last_start, last_stop = document.get("last_start"), document.get("last_stop")
     if document["exit"] != StatusExit.ALL_DOWN and last_start:
         lines.append(_describe_run("last start", last_start))
@@ -472,6 +497,25 @@ def _peer_json(text: str) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
+def _arp_observations(
+    probes: Sequence[tuple[Resource[Any], Status, float]],
+) -> dict[str, dict[str, object]]:
+    """status --arp: for each floating address not on this node, the MAC that answers ARP
+    for it on its segment ("arp-holder", None when none does; "arp-error" when it cannot
+    be asked). A switchover reads it on the old node to see the new one answer."""
+    from hanode.resources.address import FloatingAddress
+
+    observed: dict[str, dict[str, object]] = {}
+    for resource, status, _ in probes:
+        if not isinstance(resource, FloatingAddress) or status.details.get("present"):
+            continue
+        try:
+            observed[resource.name] = {"arp-holder": resource.arp_holder()}
+        except HanodeError as err:
+            observed[resource.name] = {"arp-holder": None, "arp-error": str(err)}
+    return observed
+
+
 def _describe_run(title: str, report: dict[str, object]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(str(report["started_at"]))))
     result = "ok" if report.get("ok") else "FAILED"
@@ -529,7 +573,7 @@ def _check(engine: Engine, config: Config, *, as_json: bool) -> int:
 def _check_peer(config: Config, *, as_json: bool) -> int:
     """`check --peer`: this node's facts against the peer's (one SSH call); prints the
     differences only. Exit 1 when a must-match fact differs, 4 when the peer is not read."""
-    from hanode.facts import Severity, drift, gather
+    from hanode.facts import Severity, drift, gather, shown
     from hanode.peer import Peer, peer_config
 
     peer = Peer(peer_config(config))
@@ -557,8 +601,8 @@ def _check_peer(config: Config, *, as_json: bool) -> int:
         return int(code)
     out = sys.stdout
     for item in differences:
-        line = f"{item.severity.value:<8} {item.fact}: {local['node']} {_shown(item.local)}, "
-        line += f"{peer.name} {_shown(item.peer)}"
+        line = f"{item.severity.value:<8} {item.fact}: {local['node']} {shown(item.local)}, "
+        line += f"{peer.name} {shown(item.peer)}"
         if item.why:
             line += f" ({item.why})"
         out.write(line + "\n")
@@ -568,12 +612,6 @@ def _check_peer(config: Config, *, as_json: bool) -> int:
     else:
         out.write(f"{local['node']} and {peer.name} agree ({warnings} warning(s))\n")
     return int(code)
-
-
-def _shown(value: object) -> str:
-    """A fact's value in one line."""
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _peer_serve(args: argparse.Namespace) -> int:
@@ -594,6 +632,38 @@ def _peer_serve(args: argparse.Namespace) -> int:
     # the default config, never $HANODE_CONFIG: the key's holder chooses nothing
     served = build_parser().parse_args([*request, "-c", str(hconfig.DEFAULT_PATH)])
     return _dispatch(served)
+
+
+def _switchover(config: Config, args: argparse.Namespace) -> int:
+    from hanode.facts import drift
+    from hanode.nodelink import LocalNode
+    from hanode.peer import Peer, peer_config
+    from hanode.switchover import Switchover, verb_timeouts
+
+    options = ["--insecure-config"] if getattr(args, "insecure_config", False) else []
+    local = LocalNode(os.uname().nodename, config.path, options)
+    switch = Switchover(
+        local,
+        Peer(peer_config(config)),
+        drift=drift,
+        timeouts=verb_timeouts(config),
+        progress=hlog.progress,
+        out=sys.stdout,
+    )
+    began, started_at = time.monotonic(), time.time()
+    code = switch.run(dry_run=args.dry_run, as_json=args.json)
+    if not args.dry_run and code is not Exit.REFUSED:  # it acted: monitoring may ask
+        seconds = time.monotonic() - began
+        Engine([]).save_document(
+            "last-switchover",
+            {
+                "seconds": round(seconds, 3),
+                "started_at": started_at,
+                "finished_at": started_at + seconds,
+                "ok": code is Exit.OK,
+            },
+        )
+    return int(code)
 
 
 def _import_drbdlinks(conf: Path, toml_path: Path) -> int:

@@ -442,14 +442,26 @@ class Engine:
         hlog.step_event(step, action.value, result.value, seconds, message, result.level)
 
     def _save(self, report: RunReport, base: int) -> None:
-        """Write the report into the state dir of the run directory ``base``, atomically.
+        """Write the report into the state dir of the run directory ``base``, atomically."""
+        self._save_document(f"last-{report.verb}", report.to_json(), base)
+
+    def save_document(self, stem: str, document: dict[str, object]) -> None:
+        """Keep ``document`` as STEM.json beside the run reports (a switchover's report)."""
+        try:
+            with self._pinned(self.base, "run directory") as base:
+                self._save_document(stem, document, base)
+        except HanodeError as err:
+            logger.warning("cannot save %s.json: %s", stem, err)
+
+    def _save_document(self, stem: str, document: dict[str, object], base: int) -> None:
+        """Write STEM.json into the state dir of the run directory ``base``, atomically.
 
         Every name is opened relative to a descriptor, never following a symlink: one
         planted at the state dir, the report or its temporary file is refused or replaced,
         never written through.
         """
-        target = f"last-{report.verb}.json"
-        temporary = f"last-{report.verb}.tmp"
+        target = f"{stem}.json"
+        temporary = f"{stem}.tmp"
         try:
             with contextlib.suppress(FileExistsError):  # mkdirat never follows a symlink
                 os.mkdir(_STATE, 0o755, dir_fd=base)
@@ -458,7 +470,7 @@ class Engine:
                     os.unlink(temporary, dir_fd=state)  # a leftover, or a planted symlink
                 fd = os.open(temporary, os.O_WRONLY | os.O_EXCL | _NEW_FILE, 0o644, dir_fd=state)
                 with os.fdopen(fd, "w") as handle:
-                    handle.write(json.dumps(report.to_json(), indent=1) + "\n")
+                    handle.write(json.dumps(document, indent=1) + "\n")
                 os.replace(temporary, target, src_dir_fd=state, dst_dir_fd=state)
         except OSError as err:
             logger.warning("cannot save the run report in %s: %s", self.state_dir, err.strerror)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -300,6 +301,15 @@ class Difference:
     peer: object
     why: str = ""  # for a fact wrong on its own (a unit enabled at boot): what is wrong
 
+    @property
+    def must_match(self) -> bool:
+        """Whether it refuses a switchover (an error, not a warning)."""
+        return self.severity is Severity.ERROR
+
+    def __str__(self) -> str:
+        text = f"{self.fact}: here {shown(self.local)}, peer {shown(self.peer)}"
+        return f"{text} ({self.why})" if self.why else text
+
     def to_json(self) -> dict[str, object]:
         """The difference as JSON data."""
         return {
@@ -309,6 +319,12 @@ class Difference:
             "peer": self.peer,
             "why": self.why,
         }
+
+
+def shown(value: object) -> str:
+    """A fact's value in one line."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def drift(local: Mapping[str, Any], peer: Mapping[str, Any]) -> list[Difference]:

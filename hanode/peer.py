@@ -31,6 +31,7 @@ ALLOWED: frozenset[tuple[str, ...]] = frozenset(
     {
         ("status",),
         ("status", "--json"),
+        ("status", "--json", "--arp"),  # switchover's verify: who answers for the VIP
         ("check",),
         ("check", "--json"),
         ("facts",),

@@ -714,3 +714,15 @@ def test_a_failed_preparation_only_costs_time(workdir: Path) -> None:
     report = engine_of(workdir, address).stop(Context())
     assert report.ok and address.prepared.is_set()
     assert markers(workdir) == []
+
+
+def test_a_switchover_report_is_kept_where_monitoring_reads_it(workdir: Path) -> None:
+    from hanode import monitor
+
+    engine = engine_of(workdir)
+    engine.save_document("last-switchover", {"seconds": 9.5, "finished_at": 1e9, "ok": True})
+    report = monitor.read_switchover(engine.state_dir)
+    assert report == {"seconds": 9.5, "finished_at": 1e9, "ok": True}
+    assert monitor.last_switchover(report, None, None) == monitor.Switchover(
+        9.5, 1e9, True, "report"
+    )

@@ -201,6 +201,8 @@ def assess(config: AddressConfig, scan: AddressScan) -> Status:
     if scan.link is None:
         return Status(State.UNKNOWN, f"interface {config.interface} does not exist", details)
     details["link"] = _link_state(scan.link)
+    # the MAC that answers for the address when it is here (a switchover's ARP check)
+    details["mac"] = announce.format_mac(scan.link.mac) if scan.link.mac else None
     exact = scan.exact(config)
     mismatched = scan.mismatched(config)
     if exact is not None and not mismatched:
@@ -506,6 +508,29 @@ class FloatingAddress(Resource[AddressConfig]):
             return Status(State.UNKNOWN, f"cannot read the addresses: {err}")
         self._probed = found
         return assess(self.config, found)
+
+    def arp_holder(self) -> str | None:
+        """The MAC that answers ARP for the IPv4 floating address on the configured
+        interface, as this node sees the segment; None when none answers within the
+        probe's window. Only for an address that is not on this node (a node ignores its
+        own answers): StepFailed when it is here, IPv6, or the interface cannot probe."""
+        found = self._scan()
+        ip = self.config.ip.ip
+        if not isinstance(ip, ipaddress.IPv4Address):
+            raise StepFailed(f"{ip} is IPv6: ARP cannot tell who holds it")
+        if found.exact(self.config) is not None:
+            raise StepFailed(f"{ip} is on this node: it cannot see who else answers for it")
+        link = self._usable_link(found)
+        if link.mac is None:
+            raise StepFailed(f"interface {link.name} has no Ethernet address: no ARP")
+        try:
+            holder = announce.probe_duplicate(link.name, link.mac, ip)
+        except OSError as err:
+            raise StepFailed(
+                f"cannot probe {ip} on {link.name}: {err.strerror or err}",
+                "hanode needs root: CAP_NET_RAW",
+            ) from err
+        return announce.format_mac(holder) if holder is not None else None
 
     # -- start ----------------------------------------------------------------------
 
