@@ -379,7 +379,6 @@ class Engine:
         began = time.monotonic()
         ordered = list(reversed(self.resources))
         with interrupt.guarded() as guard, self.locked() as base:
-            _prepare_stop(ordered)
             try:
                 try:
                     with guard.interruptible():
@@ -514,20 +513,6 @@ class _Preflight:
         self._thread.join()
         if self._refusal is not None:
             raise self._refusal
-
-
-def _prepare_stop(resources: Sequence[Resource[Any]]) -> None:
-    """Let the later steps of a stop load what they need while the first ones wait on
-    their units (a daemon thread: it changes nothing, and a failure only costs time)."""
-
-    def prepare() -> None:
-        for resource in resources:
-            try:
-                resource.prepare_stop()
-            except Exception as err:
-                logger.debug("%s: preparing the stop failed: %s", resource.name, _why(err))
-
-    threading.Thread(target=prepare, name="hanode-prepare-stop", daemon=True).start()
 
 
 def safe_probe(resource: Resource[Any]) -> Status:

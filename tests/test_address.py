@@ -849,6 +849,32 @@ def test_without_ip_installed_the_look_goes_through_netlink(
 
 
 @pytest.mark.root
+def test_without_ip_installed_stop_removes_through_netlink(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = address_config(arp_count=0, probe=False)
+    node_start(pair, config)
+    monkeypatch.setattr(address, "which", lambda program: None)
+    monkeypatch.setattr(address, "run", lambda *a, **kw: pytest.fail("ran a command"))
+    node_stop(pair, config)
+    assert not pair.node_has(V4)
+
+
+@pytest.mark.root
+def test_stop_after_the_address_went_by_another_hand_is_done(pair: Pair) -> None:
+    """The engine probes, then stops: the address removed in between is already so."""
+    config = address_config(arp_count=0, probe=False)
+    node_start(pair, config)
+    with inside(pair.node):
+        resource = FloatingAddress(config)
+        assert resource.probe().state is State.UP
+        ip("-n", pair.node, "address", "del", "192.0.2.10/24", "dev", "eth0")
+        resource.stop(Context())  # `ip address del` fails; a fresh look finds it gone
+        assert resource.probe().state is State.DOWN
+    assert pair.node_has(ipaddress.IPv4Interface("192.0.2.2/24"))
+
+
+@pytest.mark.root
 def test_ip_failing_makes_the_probe_unknown(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     from hanode.run import Completed
 

@@ -665,57 +665,6 @@ def test_a_resource_decides_what_is_settled(workdir: Path) -> None:
     assert engine.plan(Action.STOP)[0].actions == ()
 
 
-# -- a stop prepares its later steps beside the first ones ------------------------------
-
-
-class Preparing(Marker):
-    """Its stop needs something loaded first (as the address needs pyroute2)."""
-
-    def __init__(self, name: str, directory: Path, *, fails: bool = False) -> None:
-        super().__init__(name, directory)
-        self.fails = fails
-        self.prepared = threading.Event()
-        self.thread = ""
-
-    def prepare_stop(self) -> None:
-        self.thread = threading.current_thread().name
-        self.prepared.set()
-        if self.fails:
-            raise OSError("cannot load")
-
-
-class SlowStop(Marker):
-    """Stops like a unit that takes a while; notes whether the later step is prepared."""
-
-    def __init__(self, name: str, directory: Path, later: Preparing) -> None:
-        super().__init__(name, directory)
-        self.later = later
-
-    def stop(self, ctx: Context) -> None:
-        if self.later.prepared.wait(5):
-            self._note("saw prepared")
-        super().stop(ctx)
-
-
-def test_a_stop_prepares_the_later_steps_while_the_first_ones_stop(workdir: Path) -> None:
-    for name in ("address", "services"):
-        (workdir / f"{name}.up").touch()
-    address = Preparing("address", workdir)
-    services = SlowStop("services", workdir, address)
-    engine_of(workdir, address, services).stop(Context())
-    assert address.thread == "hanode-prepare-stop"  # not the thread running the steps
-    assert journal(workdir)[0] == "saw prepared services"  # during services' stop, before address's
-    assert markers(workdir) == []
-
-
-def test_a_failed_preparation_only_costs_time(workdir: Path) -> None:
-    (workdir / "address.up").touch()
-    address = Preparing("address", workdir, fails=True)
-    report = engine_of(workdir, address).stop(Context())
-    assert report.ok and address.prepared.is_set()
-    assert markers(workdir) == []
-
-
 def test_a_switchover_report_is_kept_where_monitoring_reads_it(workdir: Path) -> None:
     from hanode import monitor
 

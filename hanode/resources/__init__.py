@@ -189,11 +189,6 @@ class Resource(ABC, Generic[SettingsT]):
         """Validate this node for this resource's config; change nothing."""
         return []
 
-    def prepare_stop(self) -> None:
-        """At the beginning of a stop, in a thread beside the steps stopped before this one:
-        load what this step's stop will need (a library to import), changing nothing."""
-        return None
-
     # The engine asks the resource itself whether a probed state needs the action.
     def settled(self, status: Status, *, starting: bool, ctx: Context) -> bool:
         """Whether ``status`` is already what start (or stop) would leave: then it is skipped."""

@@ -34,7 +34,7 @@ from typing import Any
 from hanode.config import Table
 from hanode.errors import HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
-from hanode.run import run, which
+from hanode.run import CommandError, run, which
 from hanode.system import announce
 
 log = logging.getLogger("hanode.address")
@@ -399,18 +399,17 @@ def _json_address(link: Interface, info: dict[str, Any]) -> Assigned:
     )
 
 
-def _load_netlink() -> None:
-    """Import pyroute2 ahead of its use; a failure is for the step that needs it to say."""
-    try:
-        import pyroute2  # noqa: F401
-    except Exception as err:
-        log.debug("cannot import pyroute2 ahead: %s", err)
-
-
 def _warm_netlink() -> None:
     """Import pyroute2 in the background: a start about to add the address needs it, and
     meanwhile waits (the duplicate probe listens, DRBD connects) leave the CPU idle."""
-    threading.Thread(target=_load_netlink, name="hanode-netlink-import", daemon=True).start()
+
+    def load() -> None:
+        try:
+            import pyroute2  # noqa: F401
+        except Exception as err:  # the step that needs it will say so
+            log.debug("cannot import pyroute2 ahead: %s", err)
+
+    threading.Thread(target=load, name="hanode-netlink-import", daemon=True).start()
 
 
 # -- the resource -------------------------------------------------------------------
@@ -489,11 +488,6 @@ class FloatingAddress(Resource[AddressConfig]):
         if self._probes(link):
             self._probe_duplicate(link, ctx)
             self._probed_free = True
-
-    def prepare_stop(self) -> None:
-        """The address is here: its delete will need the netlink library, loaded now."""
-        if self._scan().exact(self.config) is not None:
-            _load_netlink()
 
     def _scan(self) -> AddressScan:
         """A look that changes nothing (no pyroute2 import where `ip` is installed)."""
@@ -785,27 +779,49 @@ class FloatingAddress(Resource[AddressConfig]):
     # -- stop -----------------------------------------------------------------------
 
     def stop(self, ctx: Context) -> None:
-        """Remove the configured address from the interface; nothing else is touched."""
+        """Remove the configured address from the interface; nothing else is touched.
+
+        Where iproute2 is installed, through `ip`: the stop has no wait to hide pyroute2's
+        import behind (a second and more of CPU on a small guest), and the look before it
+        is the one the engine's probe just took."""
         config = self.config
-        with netlink() as ipr:
-            found = scan(ipr, config)
-            link = found.link
-            if link is None:
-                log.info("no interface %s: %s is not on it", config.interface, config.ip)
-                return
-            exact = found.exact(config)
-            if exact is not None:
-                self._guard_secondaries(found, exact)
-                if self._delete(ipr, link):
-                    log.info("removed %s from %s", config.ip, link.name)
-            other_prefix = [m for m in found.mismatched(config) if m.ip != config.ip]
-            if other_prefix:
-                # the node would keep answering for the address: the peer could not take it
-                stray = other_prefix[0]
-                raise StepFailed(
-                    f"{stray} remains: not hanode's ({config.ip} is configured)",
-                    f"remove it by hand: ip address del {stray.ip} dev {stray.ifname}",
-                )
+        if which("ip") is None:
+            with netlink() as ipr:
+                self._remove(scan(ipr, config), lambda link: self._delete(ipr, link))
+            return
+        found, self._probed = self._probed or self._scan(), None
+        self._remove(found, self._delete_with_ip)
+
+    def _remove(self, found: AddressScan, delete: Callable[[Interface], bool]) -> None:
+        config = self.config
+        link = found.link
+        if link is None:
+            log.info("no interface %s: %s is not on it", config.interface, config.ip)
+            return
+        exact = found.exact(config)
+        if exact is not None:
+            self._guard_secondaries(found, exact)
+            if delete(link):
+                log.info("removed %s from %s", config.ip, link.name)
+        other_prefix = [m for m in found.mismatched(config) if m.ip != config.ip]
+        if other_prefix:
+            # the node would keep answering for the address: the peer could not take it
+            stray = other_prefix[0]
+            raise StepFailed(
+                f"{stray} remains: not hanode's ({config.ip} is configured)",
+                f"remove it by hand: ip address del {stray.ip} dev {stray.ifname}",
+            )
+
+    def _delete_with_ip(self, link: Interface) -> bool:
+        """`ip address del` of exactly the configured address; False if it was not there
+        (a failure is judged by a fresh look, not by the words of `ip`'s message)."""
+        argv = ["ip", "address", "del", str(self.config.ip), "dev", link.name]
+        result = run(argv, timeout=IP_TIMEOUT, check=False)
+        if result.returncode == 0:
+            return True
+        if self._scan().exact(self.config) is None:
+            return False  # gone already (another hand, or the interface went): already so
+        raise CommandError(argv, result.returncode, result.stderr, "failed")
 
     def _guard_secondaries(self, found: AddressScan, exact: Assigned) -> None:
         """Refuse to delete a primary IPv4 address whose secondaries the kernel would drop."""
