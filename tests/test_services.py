@@ -411,6 +411,19 @@ def test_start_refuses_before_touching_anything(box: Any) -> None:
 
 
 @pytest.mark.systemd
+def test_the_preflight_refuses_what_start_refuses_and_starts_nothing(box: Any) -> None:
+    """A start's preflight runs before DRBD is promoted: a unit start would refuse
+    refuses the whole start there, before any step acts."""
+    for bad in (ENABLED, AFTER, MISSING):
+        outcome = drive(box, "preflight", FIRST, bad)
+        assert (outcome["error"], outcome["code"]) == ("Refused", 4), outcome
+        assert bad in outcome["message"]
+    assert drive(box, "preflight", FIRST, SECOND)["ok"]
+    assert drive(box, "preflight", FIRST, AFTER, force=True)["ok"]  # a risk --force passes
+    assert jobs_done(box, FIRST, "start") == [] and show(box, AFTER)["ActiveState"] != "active"
+
+
+@pytest.mark.systemd
 def test_hanode_check_exits_nonzero_on_a_refused_unit(box: Any, conf_dir: Path) -> None:
     config = conf_dir / "hanode.toml"
     config.write_text(f'[services]\nunits = ["{FIRST}", "{ENABLED}"]\n')

@@ -171,10 +171,24 @@ class Services(Resource[ServicesConfig]):
 
     # -- acting -----------------------------------------------------------------------
 
+    def __init__(self, config: ServicesConfig) -> None:
+        super().__init__(config)
+        self._preflight_passed = False  # this run's preflight found no unit to refuse
+
+    def preflight(self, ctx: Context) -> None:
+        """Before anything changes: a unit that start would refuse (missing, enabled at
+        boot, pulled in by another unit) refuses the whole start here, before DRBD is
+        promoted, instead of after the filesystem, the links and the address; and the
+        D-Bus library is loaded while the other steps wait on DRBD and the network."""
+        with _connect() as bus:
+            self._refuse(bus, ctx)
+        self._preflight_passed = True
+
     def start(self, ctx: Context) -> None:
         """Start the units in order, each waited for; already active ones are skipped."""
         with _connect() as bus:
-            self._refuse(bus, ctx)
+            if not self._preflight_passed:
+                self._refuse(bus, ctx)
             for unit in self.config.units:
                 info = bus.unit(unit, service=False)
                 if info.active_state.is_up:

@@ -1,7 +1,7 @@
 """Runs inside the test container: one Services action, the outcome as one JSON line.
 
     python3 driver.py ACTION UNIT... [--timeout S] [--force]
-    ACTION: start, stop, probe, check, plan-start, plan-stop,
+    ACTION: start, stop, probe, check, plan-start, plan-stop, preflight (as a start's),
             bench (start and stop each unit 20 times through hanode.system.dbus; latencies)
 
 Output: {"ok": bool, "error": class name, "code": exit code, "message": ...,
@@ -76,6 +76,8 @@ def main() -> int:
     try:
         if args.action == "start":
             resource.start(ctx)
+        elif args.action == "preflight":
+            resource.preflight(ctx)
         elif args.action == "stop":
             resource.stop(ctx)
         elif args.action == "probe":
