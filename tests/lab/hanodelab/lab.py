@@ -29,6 +29,8 @@ from hanodelab.vm import Node
 SNAPSHOT = "ready"
 STATE = RUN / "state.json"
 VIP = "192.0.2.10"
+# Each node's own address on the public segment: [peer] addresses in provision/hanode.toml.
+PUBLIC = {"node1": "192.0.2.11", "node2": "192.0.2.12"}
 PROVISION = LAB / "provision"
 NODES = {name: Node(name) for name in ("node1", "node2")}
 
@@ -229,10 +231,34 @@ def provision(deb: Path) -> float:
             ]
         ),
     )
+    provision_peer_channel()
     in_parallel(lambda target: must(target, "hanode check"))
     must(node1, "systemctl enable hanode-primary.service")
     must(node2, "systemctl enable hanode-standby.service")
     return progress.done("provisioned")
+
+
+def provision_peer_channel() -> None:
+    """The peer channel as an admin sets it up (hanode.toml(5) [peer]): each node its own
+    SSH host keys and its hanode key, the other node's `hanode peer-key` line in root's
+    authorized_keys (restricted to `hanode peer-serve`), the other's host key in
+    /etc/hanode/peer_known_hosts under the address [peer] reaches it at."""
+
+    def keys(target: Node) -> None:
+        must(target, "ssh-keygen -q -A && systemctl restart ssh.service")
+        must(
+            target,
+            f"ssh-keygen -q -t ed25519 -N '' -C hanode@{target.name} -f /etc/hanode/peer_ed25519",
+        )
+
+    in_parallel(keys)
+    for here, there in (("node1", "node2"), ("node2", "node1")):
+        line = must(NODES[here], "hanode peer-key").stdout.strip()
+        must(NODES[there], "install -d -m 700 /root/.ssh")
+        NODES[there].agent.write_file("/root/.ssh/authorized_keys", (line + "\n").encode(), 0o600)
+        host_key = must(NODES[there], "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
+        known = f"{PUBLIC[there]} {host_key[0]} {host_key[1]}\n"
+        NODES[here].agent.write_file("/etc/hanode/peer_known_hosts", known.encode(), 0o644)
 
 
 def _pause_all() -> None:
