@@ -35,7 +35,8 @@ _TOOL_TIMEOUT = 30.0
 
 
 def plain(value: object) -> Any:
-    """A config value as JSON data: dataclasses as objects, tuples as lists, enums by value."""
+    """A config value as JSON data: dataclasses as objects, tuples as lists, enums by value,
+    anything else that is not a JSON scalar (an IP interface, a path) as its text."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             field.name.replace("_", "-"): plain(getattr(value, field.name))
@@ -47,9 +48,9 @@ def plain(value: object) -> Any:
         return {str(key): plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [plain(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # an address, a path: as the config file writes it
 
 
 def config_facts(config: Config) -> dict[str, Any]:

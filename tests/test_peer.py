@@ -440,3 +440,14 @@ def test_each_warning_fact_is_a_warning_both_ways(
         found = drift(here, there)
         assert [(d.fact, d.severity) for d in found] == [(fact, Severity.WARNING)], found
         assert found[0].to_json()["severity"] == "warning"
+
+
+def test_the_config_facts_of_every_section_are_json(tmp_path: Path) -> None:
+    """Every kind's settings (addresses, paths, enums included) as plain JSON data: the
+    lab's config, each section used, went through `hanode facts` as text."""
+    lab_config = Path(__file__).parent / "lab" / "provision" / "hanode.toml"
+    config = parse(lab_config.read_text(), lab_config)
+    document = json.loads(json.dumps(facts.config_facts(config)))
+    assert set(document) == {"drbd", "filesystem", "links", "address", "services", "peer"}
+    assert document["address"]["ip"] == "192.0.2.10/24"
+    assert document["links"]["links"][0]["path"] == "/etc/apache2"
