@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 import hanode
-from hanode.run import run
+from hanode.run import Completed, run
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class Reply:
     stdout: str
     stderr: str
     seconds: float
+
+    @classmethod
+    def of(cls, node: str, argv: Sequence[str], done: Completed, began: float) -> Reply:
+        """The reply of a command that ran to its end, begun at monotonic ``began``."""
+        return cls(
+            node, tuple(argv), done.returncode, done.stdout, done.stderr, time.monotonic() - began
+        )
 
 
 class NodeLink(Protocol):
@@ -65,11 +72,4 @@ class LocalNode:
         package_root = str(Path(hanode.__file__).resolve().parent.parent)
         began = time.monotonic()
         done = run(command, timeout=timeout, check=False, env={"PYTHONPATH": package_root})
-        return Reply(
-            self._name,
-            tuple(argv),
-            done.returncode,
-            done.stdout,
-            done.stderr,
-            time.monotonic() - began,
-        )
+        return Reply.of(self._name, argv, done, began)

@@ -139,14 +139,7 @@ class Peer:
             raise self._unreachable(f"{reason}: {stderr_tail(err.stderr, 1) or err}") from err
         if done.returncode == SSH_FAILED:
             raise self._unreachable(stderr_tail(done.stderr, 1) or "ssh failed (exit 255)")
-        return Reply(
-            self._name,
-            tuple(argv),
-            done.returncode,
-            done.stdout,
-            done.stderr,
-            time.monotonic() - began,
-        )
+        return Reply.of(self._name, argv, done, began)
 
     def _unreachable(self, why: str) -> PeerUnreachable:
         return PeerUnreachable(

@@ -399,6 +399,18 @@ def _json_address(link: Interface, info: dict[str, Any]) -> Assigned:
     )
 
 
+def _ask_arp(link: Interface, ip: ipaddress.IPv4Address) -> bytes | None:
+    """The MAC that answers ARP for ``ip`` on ``link`` (announce.probe_duplicate)."""
+    assert link.mac is not None  # the callers made sure
+    try:
+        return announce.probe_duplicate(link.name, link.mac, ip)
+    except OSError as err:
+        raise StepFailed(
+            f"cannot probe {ip} on {link.name}: {err.strerror or err}",
+            "hanode needs root: CAP_NET_RAW",
+        ) from err
+
+
 def _warm_netlink() -> None:
     """Import pyroute2 in the background: a start about to add the address needs it, and
     meanwhile waits (the duplicate probe listens, DRBD connects) leave the CPU idle."""
@@ -517,13 +529,7 @@ class FloatingAddress(Resource[AddressConfig]):
         link = self._usable_link(found)
         if link.mac is None:
             raise StepFailed(f"interface {link.name} has no Ethernet address: no ARP")
-        try:
-            holder = announce.probe_duplicate(link.name, link.mac, ip)
-        except OSError as err:
-            raise StepFailed(
-                f"cannot probe {ip} on {link.name}: {err.strerror or err}",
-                "hanode needs root: CAP_NET_RAW",
-            ) from err
+        holder = _ask_arp(link, ip)
         return announce.format_mac(holder) if holder is not None else None
 
     # -- start ----------------------------------------------------------------------
@@ -646,13 +652,7 @@ class FloatingAddress(Resource[AddressConfig]):
         assert isinstance(ip, ipaddress.IPv4Address)
         with ctx.waiting(f"probing for another holder of {ip}") as line:
             line.update(f"ARP on {link.name}")
-            try:
-                holder = announce.probe_duplicate(link.name, link.mac, ip)
-            except OSError as err:
-                raise StepFailed(
-                    f"cannot probe {ip} on {link.name}: {err.strerror or err}",
-                    "hanode needs root: CAP_NET_RAW",
-                ) from err
+            holder = _ask_arp(link, ip)
         if holder is None:
             return
         mac = announce.format_mac(holder)
