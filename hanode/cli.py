@@ -32,7 +32,7 @@ from hanode.errors import (
     StatusExit,
     UsageError,
 )
-from hanode.resources import Context, Level, Resource, Status, build
+from hanode.resources import Context, Finding, Level, Resource, Status, build
 from hanode.run import search_path, stderr_tail
 
 logger = logging.getLogger("hanode")
@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     switchover.add_argument("--json", action="store_true", help="machine-readable report")
 
     verbs.add_parser(
+        "survey",
+        parents=[_COMMON],
+        help="status, check and facts of this node as one JSON document (what "
+        "switchover's preflight asks of each node, in one call)",
+    )
+    verbs.add_parser(
         "facts",
         parents=[_COMMON],
         help="what the drift check compares, as one JSON document",
@@ -284,6 +290,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.peer:
             return _check_peer(config, as_json=args.json)
         return _check(engine, config, as_json=args.json)
+    if args.verb == "survey":
+        return _survey(engine, config)
     if args.verb == "facts":
         from hanode.facts import gather
 
@@ -530,30 +538,66 @@ def _describe_run(title: str, report: dict[str, object]) -> str:
     )
 
 
-def _check(engine: Engine, config: Config, *, as_json: bool) -> int:
+def _findings(engine: Engine, config: Config) -> list[tuple[str, Finding]]:
+    """What `hanode check` finds: every step's findings, and [peer]'s."""
     findings = engine.check()
     if config.peer is not None:
         from hanode.peer import check_peer
 
         findings += [("peer", finding) for finding in check_peer(config.peer)]
+    return findings
+
+
+def _check_document(
+    config: Config, code: Exit, findings: list[tuple[str, Finding]]
+) -> dict[str, Any]:
+    """`check --json`'s document."""
+    return {
+        "node": os.uname().nodename,
+        "config": str(config.path),
+        "exit": int(code),
+        "findings": [
+            {
+                "step": step,
+                "level": finding.level.value,
+                "message": finding.message,
+                "hint": finding.hint,
+            }
+            for step, finding in findings
+        ],
+    }
+
+
+def _check_code(findings: list[tuple[str, Finding]]) -> Exit:
+    failed = any(finding.level is Level.ERROR for _, finding in findings)
+    return Exit.FAILED if failed else Exit.OK
+
+
+def _survey(engine: Engine, config: Config) -> int:
+    """`survey`: this node's status, check and facts in one document (exit 0: each part
+    carries its own exit, or its error)."""
+    from hanode.facts import gather
+
+    findings = _findings(engine, config)
+    document: dict[str, Any] = {
+        "status": _probed_document(engine, config),
+        "check": _check_document(config, _check_code(findings), findings),
+    }
+    try:
+        document["facts"] = gather(config)
+    except HanodeError as err:
+        document["facts"], document["facts_error"] = None, str(err)
+    json.dump(document, sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")
+    return int(Exit.OK)
+
+
+def _check(engine: Engine, config: Config, *, as_json: bool) -> int:
+    findings = _findings(engine, config)
     errors = sum(1 for _, finding in findings if finding.level is Level.ERROR)
-    code = Exit.FAILED if errors else Exit.OK
+    code = _check_code(findings)
     if as_json:
-        document = {
-            "node": os.uname().nodename,
-            "config": str(config.path),
-            "exit": int(code),
-            "findings": [
-                {
-                    "step": step,
-                    "level": finding.level.value,
-                    "message": finding.message,
-                    "hint": finding.hint,
-                }
-                for step, finding in findings
-            ],
-        }
-        json.dump(document, sys.stdout, indent=1)
+        json.dump(_check_document(config, code, findings), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return int(code)
     out = sys.stdout

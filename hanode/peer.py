@@ -35,6 +35,7 @@ ALLOWED: frozenset[tuple[str, ...]] = frozenset(
         ("check",),
         ("check", "--json"),
         ("facts",),
+        ("survey",),  # switchover's preflight: status, check and facts in one call
         ("start",),
         ("stop",),
         ("start", "--dry-run"),

@@ -2,8 +2,8 @@
 
 Run on either node, it drives both through their own hanode verbs (hanode.nodelink):
 
-1. preflight, changing nothing: ``status --json`` and ``check --json`` of both nodes (and
-   ``facts`` of both when a drift function is given); any Blocker refuses (exit 4);
+1. preflight, changing nothing: ``survey`` of both nodes (their ``status --json``,
+   ``check --json`` and ``facts`` in one call each); any Blocker refuses (exit 4);
 2. ``hanode stop`` on the active node, then ``hanode start`` on the other one;
 3. verify: the new node's status is all up (its services active, the address on it), and
    the old node, asked with ``status --json --arp``, sees the floating IPv4 address
@@ -30,11 +30,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from hanode.errors import Exit, HanodeError, StatusExit
+from hanode.nodelink import Reply
 from hanode.run import stderr_tail
 
 if TYPE_CHECKING:
     from hanode.config import Config
-    from hanode.nodelink import NodeLink, Reply
+    from hanode.nodelink import NodeLink
     from hanode.resources import ProgressLine
 
 log = logging.getLogger("hanode.switchover")
@@ -549,15 +550,24 @@ class Switchover:
         return local, peer, differences, problems
 
     def _read_node(self, link: NodeLink) -> tuple[NodeView, dict[str, Any] | str | None]:
-        status = self._reply(link, ["status", "--json"])
-        check = self._reply(link, ["check", "--json"])
-        view = NodeView.parse(link.name, status, check)
+        """One ``survey`` call: the node's status, check and facts (one SSH round trip
+        and one interpreter start per node instead of three)."""
+        reply = self._reply(link, ["survey"])
+        try:
+            survey = _document(reply, "survey")
+        except _Unreadable as err:
+            return NodeView(name=link.name, status_exit=None, unreadable=str(err)), str(err)
+
+        def part(key: str) -> Reply:
+            return Reply(link.name, (key,), 0, json.dumps(survey.get(key)), "", 0.0)
+
+        view = NodeView.parse(link.name, part("status"), part("check"))
         if self.drift is None:
             return view, None
-        try:
-            return view, _document(self._reply(link, ["facts"]), "facts")
-        except _Unreadable as err:
-            return view, str(err)
+        facts = survey.get("facts")
+        if isinstance(facts, dict):
+            return view, facts
+        return view, f"`hanode facts` failed there: {survey.get('facts_error', 'no facts')}"
 
     def _reply(self, link: NodeLink, argv: Sequence[str]) -> Reply | HanodeError:
         try:

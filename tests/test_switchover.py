@@ -249,6 +249,8 @@ class ScriptedNode:
 
     def call(self, argv: Sequence[str], timeout: float) -> Reply:
         key = tuple(argv)
+        if key == ("survey",) and key not in self.script:
+            return self._survey()
         self.journal.append((self._name, key))
         answers = self.script[key]
         answer = answers.pop(0) if len(answers) > 1 else answers[0]
@@ -258,6 +260,24 @@ class ScriptedNode:
         self.clock.now += seconds
         stdout = out if isinstance(out, str) else json.dumps(out)
         return Reply(self._name, key, code, stdout, err, seconds)
+
+    def _survey(self) -> Reply:
+        """`survey` as the real verb answers it: the scripted status, check and facts in
+        one document (a part that fails is null, as its JSON would be missing)."""
+        document: dict[str, object] = {}
+        for part, argv in (("status", ("status", "--json")), ("check", ("check", "--json"))):
+            document[part] = self._part(argv)
+        if ("facts",) in self.script:
+            document["facts"] = self._part(("facts",))
+        self.journal.append((self._name, ("survey",)))
+        return Reply(self._name, ("survey",), 0, json.dumps(document), "", 0.5)
+
+    def _part(self, argv: tuple[str, ...]) -> object:
+        reply = self.call(argv, 60)
+        try:
+            return json.loads(reply.stdout)
+        except ValueError:
+            return None
 
 
 def run_report(verb: str, steps: list[tuple[str, str, str, float]], at: float) -> dict[str, Any]:
@@ -598,3 +618,21 @@ def test_the_cli_without_peer_says_how_to_name_the_other_node(tmp_path: Path) ->
     assert len(error) == 1, done.stderr
     assert error[0].startswith(f"hanode: error: {config}: no [peer] section: "), error
     assert 'add [peer] with nodes = ["THIS-NODE", "OTHER-NODE"]' in error[0]
+
+
+def test_survey_is_status_check_and_facts_in_one_document(tmp_path: Path) -> None:
+    """What the preflight asks of each node in one call: the three documents, each as its
+    own verb prints it (exit 0: the parts carry their exits)."""
+    config = tmp_path / "hanode.toml"
+    config.write_text('[services]\nunits = ["hanode-test-absent.service"]\n')
+    done = run_hanode("-c", str(config), "--insecure-config", "survey")
+    assert done.returncode == 0, done.stderr
+    survey = json.loads(done.stdout)
+    status = json.loads(
+        run_hanode("-c", str(config), "--insecure-config", "status", "--json").stdout
+    )
+    assert survey["status"]["exit"] == status["exit"]
+    assert [r["name"] for r in survey["status"]["resources"]] == ["services"]
+    checked = run_hanode("-c", str(config), "--insecure-config", "check", "--json")
+    assert survey["check"]["exit"] == checked.returncode == json.loads(checked.stdout)["exit"]
+    assert survey["facts"]["config"]["services"]["units"] == ["hanode-test-absent.service"]
