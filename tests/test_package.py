@@ -365,6 +365,7 @@ def test_package_metadata_and_contents(deb: Path, figures: dict[str, Any]) -> No
         "mount",
     } <= depends
     assert "drbd-utils" in relations(deb_field(deb, "Recommends"))
+    assert {"pacemaker", "resource-agents"} <= relations(deb_field(deb, "Suggests"))
     assert deb_field(deb, "Architecture") == "all"
     figures["installed_size_kib"] = int(deb_field(deb, "Installed-Size"))
     paths = deb_paths(deb)
@@ -381,8 +382,12 @@ def test_package_metadata_and_contents(deb: Path, figures: dict[str, Any]) -> No
         "/usr/share/bash-completion/completions/hanode",
         "/usr/share/doc/hanode/examples/hanode.toml",
         "/usr/share/doc/hanode/README.Debian",
+        "/usr/lib/ocf/resource.d/hanode/hanode",
+        "/usr/share/man/man7/hanode-ocf.7.gz",
     ):
         assert expected in paths, expected
+    # the OCF agent: executable by everyone (Pacemaker runs meta-data as any user)
+    assert deb_modes(deb)["/usr/lib/ocf/resource.d/hanode/hanode"] == "-rwxr-xr-x"
     # nothing of the build-time test run leaks into the package
     assert not [p for p in paths if "/dist-packages/" in p and ("test" in p or "cache" in p)]
 
@@ -546,6 +551,14 @@ def installed(deb: Path, base_tar: tuple[str, Path], figures: dict[str, Any]) ->
         new = re.search(r"(\d+) newly installed", install.stdout)
         mine["chroot_packages_installed"] = int(new.group(1)) if new else None
         yield root
+
+
+def deb_modes(deb: Path) -> dict[str, str]:
+    """Each path of the package with its mode as `dpkg-deb --contents` shows it."""
+    listing = subprocess.run(
+        ["dpkg-deb", "--contents", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
+    return {line.split()[-1].removeprefix("."): line.split()[0] for line in listing.splitlines()}
 
 
 def deb_paths(deb: Path) -> set[str]:

@@ -62,6 +62,8 @@ class Finding:
     level: Level
     message: str
     hint: str | None = None
+    # a program or unit this node lacks (the OCF agent's "not installed", exit 5)
+    missing: bool = False
 
 
 class ProgressLine(Protocol):

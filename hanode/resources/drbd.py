@@ -588,7 +588,9 @@ class Drbd(Resource[DrbdConfig]):
     def check(self) -> list[Finding]:
         """drbd-utils, the resource in drbd.conf, this node in it, the timeouts, the module."""
         if which("drbdadm") is None:
-            return [Finding(Level.ERROR, "drbdadm not found", "apt install drbd-utils")]
+            return [
+                Finding(Level.ERROR, "drbdadm not found", "apt install drbd-utils", missing=True)
+            ]
         findings: list[Finding] = []
         try:
             host = self._host()

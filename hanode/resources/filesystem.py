@@ -614,6 +614,7 @@ class Filesystem(Resource[FilesystemConfig]):
                     Level.ERROR,
                     f"fsck = {config.fsck.value} but fsck.{config.type} is not installed",
                     'install the filesystem\'s tools, or set fsck = "never"',
+                    missing=True,
                 )
             )
         return findings

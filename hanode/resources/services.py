@@ -338,6 +338,7 @@ def unit_findings(info: UnitInfo, primary: UnitInfo, clusters: Sequence[str] = (
                 Level.ERROR,
                 f"{unit} does not exist (LoadState not-found)",
                 "install its package, or correct the name in [services] units",
+                missing=True,
             )
         ]
     if info.load_state == "masked":
