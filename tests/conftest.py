@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from helpers import missing
+from helpers import SHM, missing
 
 _NEEDS_ROOT = ("root", "systemd", "lab")
 
@@ -25,3 +28,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         missing("needs systemd-nspawn (systemd-container)")
     if "lab" in marks and not shutil.which("qemu-system-x86_64"):
         missing("needs qemu-system-x86_64")
+
+
+@pytest.fixture
+def shared_memory(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A directory of the test's own on the real mount /dev/shm (links' mountpoint)."""
+    if not os.path.ismount(SHM):
+        missing("/dev/shm is not a mount point")
+    where = Path(tempfile.mkdtemp(prefix="hanode-test-", dir=SHM))
+    yield where
+    shutil.rmtree(where)

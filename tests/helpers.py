@@ -115,3 +115,20 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+SHM = Path("/dev/shm")  # a real mount: the [links] tests' mountpoint
+
+
+def links_config(tmp_path: Path, mountpoint: Path, srv: Path, count: int = 1) -> Path:
+    """A node managing ``count`` links from tmp_path into ``srv`` (on ``mountpoint``);
+    returns its config file."""
+    entries = []
+    for number in range(count):
+        (srv / f"data{number}").mkdir(parents=True)
+        (tmp_path / f"path{number}").mkdir()
+        path, target = tmp_path / f"path{number}", srv / f"data{number}"
+        entries.append(f'{{ path = "{path}", target = "{target}" }}')
+    config = tmp_path / "hanode.toml"
+    config.write_text(f'[links]\nmountpoint = "{mountpoint}"\nlinks = [{", ".join(entries)}]\n')
+    return config

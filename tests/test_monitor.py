@@ -10,15 +10,13 @@ import json
 import os
 import re
 import resource
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from drbd_standin import StandIn
-from helpers import PYTHON, ROOT, imported, missing, run_hanode
+from helpers import PYTHON, ROOT, SHM, imported, links_config, missing, run_hanode
 
 from hanode import monitor
 from hanode.errors import Exit, StatusExit
@@ -81,29 +79,6 @@ def sample(
 
 # A real mount point for the links' targets (the links step starts only on a mounted
 # filesystem): the host's /dev/shm, in a directory of the test's own, removed after it.
-SHM = Path("/dev/shm")
-
-
-@pytest.fixture
-def shared_memory() -> Iterator[Path]:
-    if not os.path.ismount(SHM):
-        missing("/dev/shm is not a mount point")
-    where = Path(tempfile.mkdtemp(prefix="hanode-test-monitor-", dir=SHM))
-    yield where
-    shutil.rmtree(where)
-
-
-def links_node(tmp_path: Path, srv: Path, count: int = 1) -> Path:
-    """A node managing ``count`` links from tmp_path into ``srv``; returns its config."""
-    entries = []
-    for number in range(count):
-        (srv / f"data{number}").mkdir(parents=True)
-        (tmp_path / f"path{number}").mkdir()
-        path, target = tmp_path / f"path{number}", srv / f"data{number}"
-        entries.append(f'{{ path = "{path}", target = "{target}" }}')
-    config = tmp_path / "hanode.toml"
-    config.write_text(f'[links]\nmountpoint = "{SHM}"\nlinks = [{", ".join(entries)}]\n')
-    return config
 
 
 def hanode(config: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -111,7 +86,7 @@ def hanode(config: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProc
 
 
 def test_nagios_on_a_real_node_standby_then_active(tmp_path: Path, shared_memory: Path) -> None:
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     node = os.uname().nodename
     done = hanode(config, tmp_path, "status", "--nagios")
     assert done.returncode == NagiosCode.OK, done.stdout + done.stderr
@@ -131,7 +106,7 @@ def test_nagios_on_a_real_node_standby_then_active(tmp_path: Path, shared_memory
 
 
 def test_nagios_half_up_node_is_critical(tmp_path: Path, shared_memory: Path) -> None:
-    config = links_node(tmp_path, shared_memory, count=2)
+    config = links_config(tmp_path, SHM, shared_memory, count=2)
     assert hanode(config, tmp_path, "start").returncode == Exit.OK
     (tmp_path / "path1").unlink()  # one link put back by hand: the step is half up
     (tmp_path / "path1.drbdlinks").rename(tmp_path / "path1")
@@ -154,7 +129,7 @@ def test_nagios_config_error_is_one_unknown_line(tmp_path: Path) -> None:
 def test_textfile_on_a_real_node_parses_and_says_what_status_says(
     tmp_path: Path, shared_memory: Path
 ) -> None:
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     target = tmp_path / "prom" / "hanode.prom"
     target.parent.mkdir()
     done = hanode(config, tmp_path, "status", "--textfile", str(target))
@@ -191,7 +166,7 @@ def test_textfile_on_a_real_node_parses_and_says_what_status_says(
 
 
 def test_switchover_report_is_read_when_present(tmp_path: Path, shared_memory: Path) -> None:
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     (tmp_path / "hanode").mkdir()
     report = {"seconds": 12.5, "finished_at": 1_800_000_000.25, "ok": False}
     (tmp_path / "hanode" / "last-switchover.json").write_text(json.dumps(report))
@@ -209,7 +184,7 @@ def test_switchover_report_is_read_when_present(tmp_path: Path, shared_memory: P
 def test_monitor_module_is_imported_only_by_the_monitoring_options(
     tmp_path: Path, shared_memory: Path
 ) -> None:
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     env = {"PYTHONPROFILEIMPORTTIME": "1"}
     plain = run_hanode("-c", str(config), "--insecure-config", "status", run_dir=tmp_path, env=env)
     assert "hanode.monitor" not in imported(plain.stderr)
@@ -223,7 +198,7 @@ def test_monitor_module_is_imported_only_by_the_monitoring_options(
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path, shared_memory: Path) -> None:
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     target = tmp_path / "hanode.prom"
     target.write_text("# the old content\n" * 10)  # 180 bytes: more than the limit below
 
@@ -256,7 +231,7 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path, shared_memory:
 def test_a_symlink_as_the_textfile_is_refused_and_its_target_untouched(
     tmp_path: Path, shared_memory: Path
 ) -> None:
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     victim = tmp_path / "victim"
     victim.write_text("root's file\n")
     target = tmp_path / "hanode.prom"
@@ -270,7 +245,7 @@ def test_a_symlink_as_the_textfile_is_refused_and_its_target_untouched(
 def test_a_symlink_on_the_way_to_the_textfile_is_refused(
     tmp_path: Path, shared_memory: Path
 ) -> None:
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     (tmp_path / "real").mkdir()
     (tmp_path / "via").symlink_to(tmp_path / "real")
     done = hanode(config, tmp_path, "status", "--textfile", str(tmp_path / "via" / "hanode.prom"))
@@ -280,7 +255,7 @@ def test_a_symlink_on_the_way_to_the_textfile_is_refused(
 
 
 def test_a_directory_other_users_can_write_is_refused(tmp_path: Path, shared_memory: Path) -> None:
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o1777)  # sticky, like /tmp: a user can still plant the names root creates
@@ -292,7 +267,7 @@ def test_a_directory_other_users_can_write_is_refused(tmp_path: Path, shared_mem
 
 def test_an_ancestor_a_system_user_owns_is_no_refusal(tmp_path: Path, shared_memory: Path) -> None:
     """Debian's layout: /var/lib/prometheus is user prometheus's, node-exporter/ root's."""
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     prometheus = tmp_path / "prometheus"
     collector = prometheus / "node-exporter"
     collector.mkdir(parents=True)
@@ -308,7 +283,7 @@ def test_an_ancestor_a_system_user_owns_is_no_refusal(tmp_path: Path, shared_mem
 
 
 def test_a_missing_directory_names_the_fix(tmp_path: Path, shared_memory: Path) -> None:
-    config = links_node(tmp_path, shared_memory)
+    config = links_config(tmp_path, SHM, shared_memory)
     done = hanode(config, tmp_path, "status", "--textfile", str(tmp_path / "none" / "x.prom"))
     assert done.returncode == Exit.USAGE, done.stderr
     assert f"the directory {tmp_path / 'none'} is missing (create it" in done.stderr

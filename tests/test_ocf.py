@@ -11,12 +11,11 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, missing, run_hanode
+from helpers import ROOT, SHM, links_config, missing, run_hanode
 from mountns import in_mount_namespace
 
 from hanode import config as hconfig
@@ -27,7 +26,6 @@ from hanode.resources import kinds
 
 AGENT = ROOT / "ocf" / "hanode"
 DTD_DIR = Path("/usr/share/resource-agents")  # resource-agents: ra-api-1.dtd, ocf-tester
-SHM = Path("/dev/shm")
 REASON = "ocf-exit-reason:"
 
 
@@ -76,29 +74,6 @@ def agent(
 
 def reasons(done: subprocess.CompletedProcess[str]) -> list[str]:
     return [line[len(REASON) :] for line in done.stderr.splitlines() if line.startswith(REASON)]
-
-
-@pytest.fixture
-def shared_memory() -> Iterator[Path]:
-    """A directory of the test's own on the real mount /dev/shm (the links' mountpoint)."""
-    if not os.path.ismount(SHM):
-        missing("/dev/shm is not a mount point")
-    where = Path(tempfile.mkdtemp(prefix="hanode-test-ocf-", dir=SHM))
-    yield where
-    shutil.rmtree(where)
-
-
-def links_config(tmp_path: Path, mountpoint: Path, srv: Path, count: int = 1) -> Path:
-    """A node managing ``count`` links from tmp_path into ``srv`` (on ``mountpoint``)."""
-    entries = []
-    for number in range(count):
-        (srv / f"data{number}").mkdir(parents=True)
-        (tmp_path / f"path{number}").mkdir()
-        path, target = tmp_path / f"path{number}", srv / f"data{number}"
-        entries.append(f'{{ path = "{path}", target = "{target}" }}')
-    config = tmp_path / "hanode.toml"
-    config.write_text(f'[links]\nmountpoint = "{mountpoint}"\nlinks = [{", ".join(entries)}]\n')
-    return config
 
 
 # -- meta-data -----------------------------------------------------------------------------
