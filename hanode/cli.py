@@ -548,14 +548,12 @@ def _findings(engine: Engine, config: Config) -> list[tuple[str, Finding]]:
     return findings
 
 
-def _check_document(
-    config: Config, code: Exit, findings: list[tuple[str, Finding]]
-) -> dict[str, Any]:
+def _check_document(config: Config, findings: list[tuple[str, Finding]]) -> dict[str, Any]:
     """`check --json`'s document."""
     return {
         "node": os.uname().nodename,
         "config": str(config.path),
-        "exit": int(code),
+        "exit": int(_check_code(findings)),
         "findings": [
             {
                 "step": step,
@@ -581,7 +579,7 @@ def _survey(engine: Engine, config: Config) -> int:
     findings = _findings(engine, config)
     document: dict[str, Any] = {
         "status": _probed_document(engine, config),
-        "check": _check_document(config, _check_code(findings), findings),
+        "check": _check_document(config, findings),
     }
     try:
         document["facts"] = gather(config)
@@ -597,7 +595,7 @@ def _check(engine: Engine, config: Config, *, as_json: bool) -> int:
     errors = sum(1 for _, finding in findings if finding.level is Level.ERROR)
     code = _check_code(findings)
     if as_json:
-        json.dump(_check_document(config, code, findings), sys.stdout, indent=1)
+        json.dump(_check_document(config, findings), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return int(code)
     out = sys.stdout

@@ -30,12 +30,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from hanode.errors import Exit, HanodeError, StatusExit
-from hanode.nodelink import Reply
 from hanode.run import stderr_tail
 
 if TYPE_CHECKING:
     from hanode.config import Config
-    from hanode.nodelink import NodeLink
+    from hanode.nodelink import NodeLink, Reply
     from hanode.resources import ProgressLine
 
 log = logging.getLogger("hanode.switchover")
@@ -125,12 +124,28 @@ class NodeView:
         cls, name: str, status: Reply | HanodeError, check: Reply | HanodeError | None = None
     ) -> NodeView:
         """From the replies of ``status --json`` and ``check --json`` (or why they failed)."""
+        return cls.of_documents(
+            name,
+            _document_or_why(status, "status --json"),
+            None if check is None else _document_or_why(check, "check --json"),
+        )
+
+    @classmethod
+    def of_documents(
+        cls,
+        name: str,
+        status: Mapping[str, Any] | str,
+        check: Mapping[str, Any] | str | None = None,
+    ) -> NodeView:
+        """From the documents ``status --json`` and ``check --json`` print (a string:
+        why that document could not be had)."""
+        if isinstance(status, str):
+            return cls(name=name, status_exit=None, unreadable=status)
         try:
-            document = _document(status, "status --json")
             view = cls(
                 name=name,
-                status_exit=int(document["exit"]),
-                state=str(document["state"]),
+                status_exit=int(status["exit"]),
+                state=str(status["state"]),
                 resources=tuple(
                     ResourceView(
                         str(item["name"]),
@@ -138,27 +153,24 @@ class NodeView:
                         str(item["summary"]),
                         dict(item.get("details") or {}),
                     )
-                    for item in document["resources"]
+                    for item in status["resources"]
                 ),
-                last_start=document.get("last_start"),
-                last_stop=document.get("last_stop"),
+                last_start=status.get("last_start"),
+                last_stop=status.get("last_stop"),
             )
-        except _Unreadable as err:
-            return cls(name=name, status_exit=None, unreadable=str(err))
         except (KeyError, TypeError, ValueError) as err:
             why = f"`hanode status --json` said something unexpected ({type(err).__name__}: {err})"
             return cls(name=name, status_exit=None, unreadable=why)
         if check is None:
             return view
+        if isinstance(check, str):
+            return _replace(view, check_problem=check)
         try:
-            checked = _document(check, "check --json")
             findings = tuple(
                 Finding(str(f["step"]), str(f["level"]), str(f["message"]), f.get("hint"))
-                for f in checked["findings"]
+                for f in check["findings"]
             )
-            return _replace(view, check_exit=int(checked["exit"]), findings=findings)
-        except _Unreadable as err:
-            return _replace(view, check_problem=str(err))
+            return _replace(view, check_exit=int(check["exit"]), findings=findings)
         except (KeyError, TypeError, ValueError) as err:
             why = f"`hanode check --json` said something unexpected ({type(err).__name__}: {err})"
             return _replace(view, check_problem=why)
@@ -208,6 +220,14 @@ def _document(reply: Reply | HanodeError, verb: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise _Unreadable(f"`hanode {verb}` printed no JSON object")
     return document
+
+
+def _document_or_why(reply: Reply | HanodeError, verb: str) -> dict[str, Any] | str:
+    """A verb's JSON document, or why it could not be had."""
+    try:
+        return _document(reply, verb)
+    except _Unreadable as err:
+        return str(err)
 
 
 def _replace(view: NodeView, **changes: Any) -> NodeView:
@@ -558,10 +578,11 @@ class Switchover:
         except _Unreadable as err:
             return NodeView(name=link.name, status_exit=None, unreadable=str(err)), str(err)
 
-        def part(key: str) -> Reply:
-            return Reply(link.name, (key,), 0, json.dumps(survey.get(key)), "", 0.0)
+        def part(key: str) -> dict[str, Any] | str:
+            document = survey.get(key)
+            return document if isinstance(document, dict) else f"`hanode survey` gave no {key}"
 
-        view = NodeView.parse(link.name, part("status"), part("check"))
+        view = NodeView.of_documents(link.name, part("status"), part("check"))
         if self.drift is None:
             return view, None
         facts = survey.get("facts")
