@@ -406,7 +406,7 @@ def _monitor(
         [(resource.name, status, seconds) for resource, status, seconds in probes],
         last_start,
         last_stop,
-        monitor.read_switchover(engine.state_dir),
+        engine.read_document(monitor.SWITCHOVER_REPORT),
     )
     if args.textfile is not None:
         monitor.write_textfile(args.textfile, monitor.prometheus(snapshot))
@@ -696,8 +696,10 @@ def _switchover(config: Config, args: argparse.Namespace) -> int:
     code = switch.run(dry_run=args.dry_run, as_json=args.json)
     if not args.dry_run and code is not Exit.REFUSED:  # it acted: monitoring may ask
         seconds = time.monotonic() - began
+        from hanode.monitor import SWITCHOVER_REPORT
+
         Engine([]).save_document(
-            "last-switchover",
+            SWITCHOVER_REPORT,
             {
                 "seconds": round(seconds, 3),
                 "started_at": started_at,

@@ -239,14 +239,19 @@ class Engine:
 
     def last_report(self, verb: Action) -> dict[str, object] | None:
         """The report of the last start or stop on this node since boot, if any."""
+        return self.read_document(f"last-{verb}")
+
+    def read_document(self, stem: str) -> dict[str, object] | None:
+        """STEM.json from beside the run reports (save_document's), read through no
+        symlink; None when it is absent, unreadable or not a JSON object."""
         try:
             with self._pinned(self.state_dir, "state directory") as state:
-                fd = os.open(f"last-{verb}.json", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=state)
+                fd = os.open(f"{stem}.json", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=state)
             with os.fdopen(fd, "rb") as handle:
-                data: dict[str, object] = json.loads(handle.read())
+                data = json.loads(handle.read())
         except (OSError, ValueError, HanodeError):
             return None
-        return data
+        return data if isinstance(data, dict) else None
 
     # -- acting -----------------------------------------------------------------------
 

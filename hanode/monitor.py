@@ -22,21 +22,19 @@ reported even when another step cannot be read.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
 
-from hanode.errors import HanodeError, StatusExit, UsageError
+from hanode.errors import StatusExit, UsageError
 from hanode.resources import State, Status
 from hanode.system.drbdstate import ConnState, DiskState, Role
 from hanode.system.paths import UnsafePath, open_parent, others_can_change
 
-SWITCHOVER_REPORT = "last-switchover.json"  # in the run reports' directory (/run/hanode)
+SWITCHOVER_REPORT = "last-switchover"  # beside the run reports (Engine.read_document)
 # Local disk states that need an admin (DRBD detached it, or is detaching it).
 _FAILED_DISKS = frozenset({DiskState.DISKLESS.value, DiskState.FAILED.value, "Detaching"})
 _NODE_STATES = ("active", "standby", "partial", "unknown")
@@ -108,20 +106,6 @@ _NODE_STATE = {
 
 
 # -- reading the reports --------------------------------------------------------------------
-
-
-def read_switchover(state_dir: Path) -> Mapping[str, object] | None:
-    """The switchover report in ``state_dir``, read without following a symlink; None
-    when it is absent or unreadable."""
-    try:
-        with open_parent(str(state_dir / SWITCHOVER_REPORT)) as parent:
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(SWITCHOVER_REPORT, flags, dir_fd=parent.fileno())
-        with os.fdopen(fd, "rb") as handle:
-            data = json.loads(handle.read())
-    except (OSError, ValueError, HanodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def last_switchover(

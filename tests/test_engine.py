@@ -669,8 +669,10 @@ def test_a_switchover_report_is_kept_where_monitoring_reads_it(workdir: Path) ->
     from hanode import monitor
 
     engine = engine_of(workdir)
-    engine.save_document("last-switchover", {"seconds": 9.5, "finished_at": 1e9, "ok": True})
-    report = monitor.read_switchover(engine.state_dir)
+    engine.save_document(
+        monitor.SWITCHOVER_REPORT, {"seconds": 9.5, "finished_at": 1e9, "ok": True}
+    )
+    report = engine.read_document(monitor.SWITCHOVER_REPORT)
     assert report == {"seconds": 9.5, "finished_at": 1e9, "ok": True}
     assert monitor.last_switchover(report, None, None) == monitor.Switchover(
         9.5, 1e9, True, "report"
