@@ -284,9 +284,11 @@ def parse(text: str, path: Path) -> Config:
 PEER_SECTION = "peer"
 # A host name (RFC 1123 labels) or an IPv4/IPv6 literal: what ssh takes as a destination
 # and `uname -n` gives; never an option ("-oProxyCommand=...") nor a user@ or a port.
-_NODE_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*")
-_ADDRESS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")
-_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# Regexes are kept as text and compiled by re at first use (re caches them): a run whose
+# config has no [peer], or no error to locate, never pays for compiling them.
+_NODE_NAME_RE = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*"
+_ADDRESS_RE = r"[A-Za-z0-9][A-Za-z0-9.:-]*"
+_USER_RE = r"[a-z_][a-z0-9_-]{0,31}"
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,7 @@ def _parse_peer(table: Table) -> PeerConfig:
             "nodes", f"must name exactly two nodes, got {len(nodes)}", 'nodes = ["node1", "node2"]'
         )
     for index, node in enumerate(nodes):
-        if not isinstance(node, str) or not _NODE_NAME_RE.fullmatch(node):
+        if not isinstance(node, str) or not re.fullmatch(_NODE_NAME_RE, node):
             shown = node if isinstance(node, str) else None
             raise table.item_error(
                 "nodes",
@@ -334,13 +336,13 @@ def _parse_peer(table: Table) -> PeerConfig:
             raise table.error(
                 "addresses", f"{printable(node)} is not one of nodes", f"nodes: {', '.join(nodes)}"
             )
-        if not isinstance(address, str) or not _ADDRESS_RE.fullmatch(address):
+        if not isinstance(address, str) or not re.fullmatch(_ADDRESS_RE, address):
             raise table.error(
                 "addresses",
                 f"{node}: expected a host name or IP address, got {describe(address)}",
             )
     user = table.string("user", "root")
-    if not _USER_RE.fullmatch(user):
+    if not re.fullmatch(_USER_RE, user):
         raise table.error("user", f"expected a user name, got {user!r}")
     return PeerConfig(
         nodes=(nodes[0], nodes[1]),
@@ -380,10 +382,10 @@ def _toml(text: str, lines: _Locator) -> dict[str, Any]:
 _BARE_KEY = r"[A-Za-z0-9_-]+"
 _KEY_PART = rf"""(?:{_BARE_KEY}|"(?:[^"\\]|\\.)*"|'[^']*')"""
 _KEY = rf"{_KEY_PART}(?:[ \t]*\.[ \t]*{_KEY_PART})*"
-_HEADER_RE = re.compile(rf"[ \t]*(\[\[?)[ \t]*({_KEY})[ \t]*\]\]?[ \t]*(?:#.*)?")
-_ASSIGN_RE = re.compile(rf"[ \t]*({_KEY})[ \t]*=")
-_BARE_DOTTED_RE = re.compile(rf"{_BARE_KEY}(?:[ \t]*\.[ \t]*{_BARE_KEY})*")
-_WHERE_RE = re.compile(r" \(at line (\d+), column (\d+)\)$")
+_HEADER_RE = rf"[ \t]*(\[\[?)[ \t]*({_KEY})[ \t]*\]\]?[ \t]*(?:#.*)?"
+_ASSIGN_RE = rf"[ \t]*({_KEY})[ \t]*="
+_BARE_DOTTED_RE = rf"{_BARE_KEY}(?:[ \t]*\.[ \t]*{_BARE_KEY})*"
+_WHERE_RE = r" \(at line (\d+), column (\d+)\)$"
 _AT_END = " (at end of document)"
 _REDEFINED = ("Cannot overwrite", "Cannot declare", "Cannot redefine", "Cannot mutate")
 
@@ -404,7 +406,7 @@ class _Statement:
 
 def _key_path(text: str) -> tuple[str, ...] | None:
     """The parts of a dotted key as written in the text; None if tomllib refuses it."""
-    if _BARE_DOTTED_RE.fullmatch(text):
+    if re.fullmatch(_BARE_DOTTED_RE, text):
         return tuple(part.strip(" \t") for part in text.split("."))
     try:
         node: object = tomllib.loads(f"{text} = 0")
@@ -449,14 +451,14 @@ class _Locator:
         table: tuple[str, ...] = ()
         for number, raw in enumerate(self.raw, start=1):
             line = raw.removesuffix("\r")
-            header = _HEADER_RE.fullmatch(line)
+            header = re.fullmatch(_HEADER_RE, line)
             if header:
                 key = _key_path(header.group(2))
                 if key is not None:
                     table = key
                     found.append(_Statement(number, key, (), header.group(1)))
                 continue
-            assign = _ASSIGN_RE.match(line)
+            assign = re.match(_ASSIGN_RE, line)
             if assign:
                 key = _key_path(assign.group(1))
                 if key is not None:
@@ -529,7 +531,7 @@ class _Locator:
 
     def syntax_error(self, message: str) -> str:
         """The error line for a TOMLDecodeError's message: a redefinition names both lines."""
-        where = _WHERE_RE.search(message)
+        where = re.search(_WHERE_RE, message)
         column = ""
         if where:
             line, reason = int(where.group(1)), message[: where.start()]

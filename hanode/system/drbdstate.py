@@ -174,16 +174,16 @@ class ResourceState:
 
 # -- /proc/drbd (8.4) -----------------------------------------------------------------------
 
-_DEVICE_LINE = re.compile(
+# Regexes as text, compiled by re at first use (and cached there): a node without
+# /proc/drbd, or a run that never reads it, does not compile them.
+_DEVICE_LINE = (
     r"^\s*(?P<minor>\d+): cs:(?P<cs>\w+)"
     r"(?: ro:(?P<ro>\w+)/(?P<pro>\w+) ds:(?P<ds>\w+)/(?P<pds>\w+))?"
 )
-_SYNC_LINE = re.compile(
+_SYNC_LINE = (
     r"(?:sync'ed|verified):\s*(?P<pct>[\d.]+)% \((?P<oos>\d+)/(?P<total>\d+)\)(?P<unit>[KMG])"
 )
-_FINISH_LINE = re.compile(
-    r"finish: (?P<finish>\S+) speed: (?P<speed>[\d,]+) .*?(?P<unit>[KMG])/sec"
-)
+_FINISH_LINE = r"finish: (?P<finish>\S+) speed: (?P<speed>[\d,]+) .*?(?P<unit>[KMG])/sec"
 _UNIT = {"K": 1, "M": 1024, "G": 1024 * 1024}
 UNCONFIGURED = "Unconfigured"  # /proc/drbd's word for a minor that is allocated but not set up
 
@@ -231,7 +231,7 @@ def _device_blocks(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
 
 
 def _device_state(block: list[str]) -> ResourceState | None:
-    head = _DEVICE_LINE.match(block[0])
+    head = re.match(_DEVICE_LINE, block[0])
     if head is None:
         raise ParseError(f"/proc/drbd: cannot read {block[0].strip()!r}")
     if head.group("cs") == UNCONFIGURED:
@@ -250,11 +250,11 @@ def _device_state(block: list[str]) -> ResourceState | None:
 
 def _sync(lines: list[str]) -> SyncProgress | None:
     text = "\n".join(lines)
-    synced = _SYNC_LINE.search(text)
+    synced = re.search(_SYNC_LINE, text)
     if synced is None:
         return None
     scale = _UNIT[synced.group("unit")]
-    finish = _FINISH_LINE.search(text)
+    finish = re.search(_FINISH_LINE, text)
     return SyncProgress(
         percent=float(synced.group("pct")),
         finish=finish.group("finish") if finish else None,
@@ -509,7 +509,7 @@ def data_generation(stdout: str) -> str:
 
 # The kernel's words (8.4 drbd_receiver.c / drbd_state.c) on a resource's connection.
 _SPLIT_BRAIN = "Split-Brain detected but unresolved"
-_KERNEL_CONNECTED = re.compile(r"conn\( \w+ -> Connected \)")
+_KERNEL_CONNECTED = r"conn\( \w+ -> Connected \)"
 
 
 def split_brain_pending(messages: Iterable[str], resource: str, minor: int) -> bool:
@@ -522,7 +522,7 @@ def split_brain_pending(messages: Iterable[str], resource: str, minor: int) -> b
             continue
         if _SPLIT_BRAIN in message:
             pending = True
-        elif _KERNEL_CONNECTED.search(message):
+        elif re.search(_KERNEL_CONNECTED, message):
             pending = False
     return pending
 
@@ -570,7 +570,7 @@ class DrbdFailure:
     text: str
 
 
-_FAILURE = re.compile(
+_FAILURE = (
     r"^(?:(?P<minor>\d+)|[\w.+-]+): (?:State change failed|Failure): "
     r"\((?P<code>-?\d+)\) (?P<text>.+)$"
 )
@@ -579,7 +579,7 @@ _FAILURE = re.compile(
 def parse_failure(stderr: str) -> DrbdFailure | None:
     """The first failure line drbdsetup printed, if any."""
     for line in stderr.splitlines():
-        found = _FAILURE.match(line.strip())
+        found = re.match(_FAILURE, line.strip())
         if found:
             minor = found.group("minor")
             return DrbdFailure(

@@ -42,12 +42,12 @@ class MountEntry:
     super_options: str
 
 
-_ESCAPE = re.compile(r"\\([0-7]{3})")
+_ESCAPE = r"\\([0-7]{3})"  # compiled by re at first use (and cached there)
 
 
 def _unescape(field: str) -> str:
     # the kernel writes space, tab, newline and backslash as \040 \011 \012 \134
-    return _ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), field)
+    return re.sub(_ESCAPE, lambda match: chr(int(match.group(1), 8)), field)
 
 
 def parse_mountinfo(text: str, source: Path = MOUNTINFO) -> list[MountEntry]:
