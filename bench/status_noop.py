@@ -98,7 +98,7 @@ def bare_reads(config: Path) -> list[list[str]]:
 ENTRY_POINT = """#!/usr/bin/python3
 import re
 import sys
-from hanode.cli import main
+from hanode.entry import main
 if __name__ == "__main__":
     sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
     sys.exit(main())

@@ -1,5 +1,5 @@
 """Entry point for ``python3 -m hanode``."""
 
-from hanode.cli import main
+from hanode.entry import main
 
 raise SystemExit(main())

@@ -259,14 +259,24 @@ def _failed(args: argparse.Namespace, message: str, code: Exit) -> int:
     return int(code)
 
 
+def collect_from_here() -> None:
+    """The end of startup (hanode.entry paused the cyclic collector for it): what it
+    built lives until the process ends, so it is frozen out of the collector's sight,
+    and the collector runs again for what the verb allocates."""
+    gc.freeze()
+    gc.enable()
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     search_path()  # an unsafe HANODE_PATH is refused before anything is read or run
     if args.verb == "peer-serve":
         return _peer_serve(args)
     path = config_path(getattr(args, "config", None))
     if args.verb == "import-drbdlinks":
+        collect_from_here()
         return _import_drbdlinks(Path(args.drbdlinks_conf), path)
     config = load(path, insecure=getattr(args, "insecure_config", False))
+    collect_from_here()  # loaded: every resource kind is imported, the config parsed
     if args.verb == "peer-key":
         from hanode.peer import authorized_line, peer_config
 
