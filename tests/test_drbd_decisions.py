@@ -1,6 +1,6 @@
-"""Unit tests of hanode.system.drbdstate: every parser on every captured output of real DRBD
-8.4.11, and every decision (timeout choice, wait outcome, promotion verdict) from
-hand-built states. No DRBD, no root."""
+"""Unit tests of hanode.system.drbdstate (d) and drbddecide (dd): every parser on every
+captured output of real DRBD 8.4.11, and every decision (timeout choice, wait outcome,
+promotion verdict) from hand-built states. No DRBD, no root."""
 
 from __future__ import annotations
 
@@ -10,18 +10,10 @@ import pytest
 from drbd_standin.fixtures import Capture, Catalog, load
 
 from hanode.errors import ConfigError
+from hanode.system import drbddecide as dd
 from hanode.system import drbdstate as d
-from hanode.system.drbdstate import (
-    ConnState,
-    DiskState,
-    MetaFlags,
-    Promotion,
-    ResourceState,
-    Role,
-    TimeoutKind,
-    Timeouts,
-    WaitOutcome,
-)
+from hanode.system.drbddecide import MetaFlags, Promotion, TimeoutKind, Timeouts, WaitOutcome
+from hanode.system.drbdstate import ConnState, DiskState, ResourceState, Role
 
 
 @pytest.fixture(scope="module")
@@ -215,12 +207,12 @@ def test_captured_json_refusal_is_recognised(captures: list[Capture]) -> None:
 def test_get_gi_flags() -> None:
     # drbdmeta's get-gi layout for 8.4 (never captured: the lab must capture it)
     line = "8C1D4B5E9A3F2710:0000000000000000:6E2A0C4D8B1F3A50:6E290C4D8B1F3A51:1:1:1:0:0:0:1\n"
-    flags = d.parse_gi(line)
+    flags = dd.parse_gi(line)
     assert flags == MetaFlags(True, True, True, False, False, False, True)
     assert flags.degraded
-    assert not d.parse_gi(line.replace(":1:1:1:0:", ":1:1:1:1:")).degraded
+    assert not dd.parse_gi(line.replace(":1:1:1:0:", ":1:1:1:1:")).degraded
     with pytest.raises(d.ParseError):
-        d.parse_gi("0:0:0\n")
+        dd.parse_gi("0:0:0\n")
 
 
 def test_data_generation_is_the_current_uuid() -> None:
@@ -299,7 +291,7 @@ def test_status_json_of_drbd9() -> None:
     )
     state = d.parse_status_json(json.dumps(data), "srv")
     assert state is not None
-    assert (state.cstate, d.wait_outcome(state)) == (ConnState.CONNECTING, None)
+    assert (state.cstate, dd.wait_outcome(state)) == (ConnState.CONNECTING, None)
     assert d.parse_status_json(json.dumps(data), "other") is None
 
 
@@ -347,7 +339,7 @@ TIMEOUTS = Timeouts(wfc=11, degr_wfc=22, outdated_wfc=33)
 def test_choose_timeout(
     peer_disk: DiskState | None, flags: MetaFlags | None, kind: TimeoutKind, seconds: int
 ) -> None:
-    choice = d.choose_timeout(TIMEOUTS, peer_disk=peer_disk, flags=flags)
+    choice = dd.choose_timeout(TIMEOUTS, peer_disk=peer_disk, flags=flags)
     assert (choice.kind, choice.seconds) == (kind, seconds)
     assert choice.why
 
@@ -355,7 +347,7 @@ def test_choose_timeout(
 def test_resolve_timeouts_precedence() -> None:
     startup = {"wfc-timeout": ("15", 30), "degr-wfc-timeout": ("60", 31)}
     configured = {TimeoutKind.WFC: 5, TimeoutKind.DEGR_WFC: None, TimeoutKind.OUTDATED_WFC: None}
-    timeouts = d.resolve_timeouts(configured, startup)
+    timeouts = dd.resolve_timeouts(configured, startup)
     assert (timeouts.wfc, timeouts.degr_wfc, timeouts.outdated_wfc) == (5, 60, 10)
     assert dict(timeouts.sources) == {
         TimeoutKind.WFC: "hanode.toml",
@@ -366,12 +358,12 @@ def test_resolve_timeouts_precedence() -> None:
 
 def test_a_zero_timeout_from_drbd_conf_is_refused() -> None:
     with pytest.raises(ConfigError, match="forever") as caught:
-        d.resolve_timeouts({}, {"wfc-timeout": ("0", 30)})
+        dd.resolve_timeouts({}, {"wfc-timeout": ("0", 30)})
     assert caught.value.hint and "hanode.toml" in caught.value.hint
     # hanode.toml's own value wins over drbd.conf's 0
-    assert d.resolve_timeouts({TimeoutKind.WFC: 7}, {"wfc-timeout": ("0", 30)}).wfc == 7
+    assert dd.resolve_timeouts({TimeoutKind.WFC: 7}, {"wfc-timeout": ("0", 30)}).wfc == 7
     with pytest.raises(ConfigError, match="not a number"):
-        d.resolve_timeouts({}, {"degr-wfc-timeout": ("1m", 31)})
+        dd.resolve_timeouts({}, {"degr-wfc-timeout": ("1m", 31)})
 
 
 # -- the wait and the verdict ----------------------------------------------------------------
@@ -410,7 +402,7 @@ ABSENT = {
     ],
 )
 def test_wait_outcome(cstate: ConnState, outcome: WaitOutcome | None) -> None:
-    assert d.wait_outcome(state(cstate=cstate)) is outcome
+    assert dd.wait_outcome(state(cstate=cstate)) is outcome
 
 
 def decide(
@@ -420,8 +412,8 @@ def decide(
     nodename: str = "node1",
     bpo: str | None = "node1",
     force: bool = False,
-) -> d.Verdict:
-    return d.decide_promotion(
+) -> dd.Verdict:
+    return dd.decide_promotion(
         current, outcome, resource="srv", nodename=nodename, become_primary_on=bpo, force=force
     )
 
@@ -434,7 +426,7 @@ def test_already_primary_is_skipped() -> None:
 def test_connected_and_up_to_date_promotes() -> None:
     verdict = decide(state(), WaitOutcome.CONNECTED, bpo=None, nodename="node2")
     reason = "promote srv: peer connected, local disk UpToDate"
-    assert verdict == d.Verdict(Promotion.PROMOTE, reason)
+    assert verdict == dd.Verdict(Promotion.PROMOTE, reason)
     assert not verdict.degraded and not verdict.force_flag and not verdict.overrides
     # promoting a SyncSource is fine: the data is here
     source = state(cstate=ConnState.SYNC_SOURCE, peer_disk=DiskState.INCONSISTENT)
@@ -527,8 +519,8 @@ def test_both_overrides_are_named() -> None:
 
 
 def test_is_become_primary_on() -> None:
-    assert d.is_become_primary_on("node1", "node1")
-    assert d.is_become_primary_on("node1.example.org", "node1")
-    assert d.is_become_primary_on("anything", "both")
-    assert not d.is_become_primary_on("node2", "node1")
-    assert not d.is_become_primary_on("node1", None)
+    assert dd.is_become_primary_on("node1", "node1")
+    assert dd.is_become_primary_on("node1.example.org", "node1")
+    assert dd.is_become_primary_on("anything", "both")
+    assert not dd.is_become_primary_on("node2", "node1")
+    assert not dd.is_become_primary_on("node1", None)

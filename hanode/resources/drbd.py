@@ -1,7 +1,7 @@
 """The DRBD resource: up, a bounded wait for the peer, a safe promotion; demote on stop.
 
 start: ``drbdadm up`` unless up; wait for the peer with the timeout DRBD's own startup
-logic would pick; promote only when safe (hanode.system.drbdstate.decide_promotion). A refusal
+logic would pick; promote only when safe (hanode.system.drbddecide.decide_promotion). A refusal
 leaves the resource up as Secondary, replicating. stop: ``drbdadm secondary``; a device
 still open is reported with its openers; ``on-demote-failure`` escalates to
 ``secondary --force`` (DRBD >= 9.1) or a reboot; ``stop --down`` also runs ``drbdadm down``.
@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from hanode.config import Table, number
 from hanode.errors import ConfigError, HanodeError, Refused, StepFailed
@@ -32,19 +33,16 @@ from hanode.system.drbdstate import (
     ConnState,
     DumpInfo,
     HostSection,
-    MetaFlags,
     ParseError,
     ProcDrbd,
-    Promotion,
     ResourceState,
     Role,
-    TimeoutChoice,
-    TimeoutKind,
-    Timeouts,
-    WaitOutcome,
 )
 from hanode.system.holders import find_holders
 from hanode.system.mountinfo import mount_points_of
+
+if TYPE_CHECKING:  # start's decisions: imported by the methods that make them, not by status
+    from hanode.system.drbddecide import MetaFlags, TimeoutChoice, Timeouts, WaitOutcome
 
 log = logging.getLogger("hanode.drbd")
 
@@ -127,8 +125,10 @@ class Drbd(Resource[DrbdConfig]):
     @classmethod
     def start_budget(cls, config: DrbdConfig) -> float:
         """drbdadm up and primary, and the longest wait for the peer configured."""
+        from hanode.system import drbddecide
+
         configured = (config.wfc_timeout, config.degr_wfc_timeout, config.outdated_wfc_timeout)
-        wait = max((t for t in configured if t is not None), default=drbdstate.DEFAULT_TIMEOUT)
+        wait = max((t for t in configured if t is not None), default=drbddecide.DEFAULT_TIMEOUT)
         return 2 * COMMAND_TIMEOUT + wait
 
     @classmethod
@@ -314,12 +314,14 @@ class Drbd(Resource[DrbdConfig]):
 
     def timeouts(self) -> Timeouts:
         """The three waits: hanode.toml, else drbd.conf's startup section, else 10 s."""
+        from hanode.system import drbddecide
+
         configured = {
-            TimeoutKind.WFC: self.config.wfc_timeout,
-            TimeoutKind.DEGR_WFC: self.config.degr_wfc_timeout,
-            TimeoutKind.OUTDATED_WFC: self.config.outdated_wfc_timeout,
+            drbddecide.TimeoutKind.WFC: self.config.wfc_timeout,
+            drbddecide.TimeoutKind.DEGR_WFC: self.config.degr_wfc_timeout,
+            drbddecide.TimeoutKind.OUTDATED_WFC: self.config.outdated_wfc_timeout,
         }
-        return drbdstate.resolve_timeouts(configured, self._dump().startup)
+        return drbddecide.resolve_timeouts(configured, self._dump().startup)
 
     def become_primary_on(self) -> str | None:
         """hanode.toml's become-primary-on, else drbd.conf's startup section's."""
@@ -330,12 +332,14 @@ class Drbd(Resource[DrbdConfig]):
 
     def _meta_flags(self) -> MetaFlags | None:
         """The meta-data flags before ``up`` (DRBD's input for degr-wfc); None if unknown."""
+        from hanode.system import drbddecide
+
         result = run(["drbdadm", "get-gi", self.resource], timeout=COMMAND_TIMEOUT, check=False)
         if result.returncode != 0:
             log.debug("drbdadm get-gi %s: %s", self.resource, stderr_tail(result.stderr))
             return None
         try:
-            return drbdstate.parse_gi(result.stdout)
+            return drbddecide.parse_gi(result.stdout)
         except ParseError as err:
             log.debug("%s", err)
             return None
@@ -344,6 +348,8 @@ class Drbd(Resource[DrbdConfig]):
 
     def start(self, ctx: Context) -> None:
         """Up, wait for the peer (bounded), promote when safe; Refused leaves it Secondary."""
+        from hanode.system import drbddecide
+
         timeouts = self.timeouts()  # a bad drbd.conf timeout is refused before touching anything
         self._host()
         state = self.read_state()
@@ -354,9 +360,9 @@ class Drbd(Resource[DrbdConfig]):
         if state.role is Role.PRIMARY:
             log.info("%s is already Primary", self.resource)
             return
-        choice = drbdstate.choose_timeout(timeouts, peer_disk=state.peer_disk, flags=flags)
+        choice = drbddecide.choose_timeout(timeouts, peer_disk=state.peer_disk, flags=flags)
         outcome, state = self._wait_for_peer(state, choice, timeouts, ctx)
-        verdict = drbdstate.decide_promotion(
+        verdict = drbddecide.decide_promotion(
             state,
             outcome,
             resource=self.resource,
@@ -364,10 +370,10 @@ class Drbd(Resource[DrbdConfig]):
             become_primary_on=self.become_primary_on(),
             force=ctx.force,
         )
-        if verdict.promotion is Promotion.SKIP:
+        if verdict.promotion is drbddecide.Promotion.SKIP:
             log.info("%s", verdict.reason)
             return
-        if verdict.promotion is Promotion.REFUSE:
+        if verdict.promotion is drbddecide.Promotion.REFUSE:
             raise Refused(f"{verdict.reason}; {self.resource} stays up as Secondary", verdict.hint)
         for override in verdict.overrides:
             log.warning("--force overrides: %s", override)
@@ -411,7 +417,9 @@ class Drbd(Resource[DrbdConfig]):
     def _wait_for_peer(
         self, state: ResourceState, choice: TimeoutChoice, timeouts: Timeouts, ctx: Context
     ) -> tuple[WaitOutcome, ResourceState]:
-        outcome = drbdstate.wait_outcome(state)
+        from hanode.system import drbddecide
+
+        outcome = drbddecide.wait_outcome(state)
         if outcome is not None:
             return outcome, state
         source = timeouts.sources.get(choice.kind, "default")
@@ -429,7 +437,7 @@ class Drbd(Resource[DrbdConfig]):
                 left = deadline - time.monotonic()
                 line.update(f"{max(0, math.ceil(left))}s left, {state.cstate}")
                 if left <= 0:
-                    return WaitOutcome.TIMED_OUT, state
+                    return drbddecide.WaitOutcome.TIMED_OUT, state
                 time.sleep(min(POLL_SECONDS, left))
                 new_state = self.read_state()
                 if new_state is None:
@@ -438,7 +446,7 @@ class Drbd(Resource[DrbdConfig]):
                         "someone ran `drbdadm down`? run `hanode start` again",
                     )
                 state = new_state
-                outcome = drbdstate.wait_outcome(state)
+                outcome = drbddecide.wait_outcome(state)
                 if outcome is not None:
                     return outcome, state
 
@@ -462,6 +470,8 @@ class Drbd(Resource[DrbdConfig]):
 
     def plan_start(self) -> list[str]:
         """What start would do from the probed state."""
+        from hanode.system import drbddecide
+
         state = self.read_state()
         if state is not None and state.role is Role.PRIMARY:
             return []
@@ -476,10 +486,11 @@ class Drbd(Resource[DrbdConfig]):
             named = self.config.become_primary_on or "become-primary-on from drbd.conf"
         else:
             if state is None or not state.cstate.connected:
-                wfc_seconds = timeouts.seconds(TimeoutKind.WFC)
+                wfc_seconds = timeouts.seconds(drbddecide.TimeoutKind.WFC)
                 lines.append(
                     f"wait for the peer up to {wfc_seconds}s (wfc-timeout from "
-                    f"{timeouts.sources.get(TimeoutKind.WFC)}; degr-wfc {timeouts.degr_wfc}s and "
+                    f"{timeouts.sources.get(drbddecide.TimeoutKind.WFC)}; "
+                    f"degr-wfc {timeouts.degr_wfc}s and "
                     f"outdated-wfc {timeouts.outdated_wfc}s when DRBD's meta-data says so)"
                 )
         lines.append(
@@ -587,6 +598,8 @@ class Drbd(Resource[DrbdConfig]):
 
     def check(self) -> list[Finding]:
         """drbd-utils, the resource in drbd.conf, this node in it, the timeouts, the module."""
+        from hanode.system import drbddecide
+
         if which("drbdadm") is None:
             return [
                 Finding(Level.ERROR, "drbdadm not found", "apt install drbd-utils", missing=True)
@@ -610,7 +623,7 @@ class Drbd(Resource[DrbdConfig]):
         else:
             waits = ", ".join(
                 f"{kind} {timeouts.seconds(kind)}s ({timeouts.sources.get(kind)})"
-                for kind in TimeoutKind
+                for kind in drbddecide.TimeoutKind
             )
             findings.append(Finding(Level.OK, f"waits for the peer: {waits}"))
         named = self.become_primary_on()
@@ -632,7 +645,7 @@ class Drbd(Resource[DrbdConfig]):
                 )
             )
         else:
-            here = drbdstate.is_become_primary_on(self._nodename, named)
+            here = drbddecide.is_become_primary_on(self._nodename, named)
             findings.append(
                 Finding(
                     Level.OK, f"become-primary-on {named} ({'this node' if here else 'the peer'})"
