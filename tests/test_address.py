@@ -109,9 +109,9 @@ def test_schedule_two_bursts() -> None:
 
 
 def test_mac_round_trip() -> None:
-    assert announce.format_mac(announce.parse_mac("02:00:00:00:00:01")) == "02:00:00:00:00:01"
+    assert address.format_mac(address.parse_mac("02:00:00:00:00:01")) == "02:00:00:00:00:01"
     with pytest.raises(ValueError, match="not an Ethernet MAC"):
-        announce.parse_mac("00:11")
+        address.parse_mac("00:11")
 
 
 def _assigned(ip: str, label: str | None = "eth0:1", index: int = 2, flags: int = 0) -> Assigned:
@@ -468,7 +468,7 @@ def test_start_adds_probes_and_announces_in_two_bursts(pair: Pair) -> None:
     assert info[0]["label"] == "eth0:1"
     assert info[0].get("secondary") is True  # the node's own 192.0.2.2 stays primary
 
-    node_mac = announce.parse_mac(pair.node_mac)
+    node_mac = address.parse_mac(pair.node_mac)
     probes = [a for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified]
     assert len(probes) == announce.PROBE_SENDS
     assert all(p.target_ip == V4.ip and p.sender_mac == node_mac for p in probes)
@@ -948,7 +948,7 @@ def test_ipv6_waits_for_dad_then_advertises(pair: Pair) -> None:
     nas = [(when, header, body) for when, header, body in messages if body[0] == 136]
     assert dad[0] < nas[0][0]
     assert len(nas) == 4, len(nas)
-    node_mac = announce.parse_mac(pair.node_mac)
+    node_mac = address.parse_mac(pair.node_mac)
     for _, header, body in nas:
         assert header[:6] == bytes.fromhex("333300000001")  # to ff02::1
         assert header[14 + 7] == 255  # hop limit

@@ -35,8 +35,9 @@ from hanode.config import Table
 from hanode.errors import HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
 from hanode.run import CommandError, run, which
-from hanode.system import announce
 
+# hanode.system.announce (the ARP and NA frames, the duplicate probe) is imported by the
+# functions that send, listen or size those: status reads the address without it.
 log = logging.getLogger("hanode.address")
 
 # linux/if.h and linux/if_addr.h: stable kernel ABI, not worth importing pyroute2 for
@@ -68,6 +69,19 @@ DAD_POLL = 0.05  # seconds between looks at the tentative flag
 DAD_MARGIN = 3.0  # seconds allowed beyond the kernel's own DAD time
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def format_mac(mac: bytes) -> str:
+    """aa:bb:cc:dd:ee:ff."""
+    return mac.hex(":")
+
+
+def parse_mac(text: str) -> bytes:
+    """The 6 bytes of a MAC written aa:bb:cc:dd:ee:ff (as netlink reports it)."""
+    mac = bytes.fromhex(text.replace(":", ""))
+    if len(mac) != 6:
+        raise ValueError(f"not an Ethernet MAC address: {text!r}")
+    return mac
 
 
 IFNAMSIZ = 16  # the kernel's limit, NUL included: names and labels are <= 15 characters
@@ -202,7 +216,7 @@ def assess(config: AddressConfig, scan: AddressScan) -> Status:
         return Status(State.UNKNOWN, f"interface {config.interface} does not exist", details)
     details["link"] = _link_state(scan.link)
     # the MAC that answers for the address when it is here (a switchover's ARP check)
-    details["mac"] = announce.format_mac(scan.link.mac) if scan.link.mac else None
+    details["mac"] = format_mac(scan.link.mac) if scan.link.mac else None
     exact = scan.exact(config)
     mismatched = scan.mismatched(config)
     if exact is not None and not mismatched:
@@ -281,7 +295,7 @@ def read_links(ipr: Any) -> dict[int, Interface]:
         mac: bytes | None = None
         if mac_text:
             try:
-                mac = announce.parse_mac(mac_text)
+                mac = parse_mac(mac_text)
             except ValueError:
                 mac = None
         links[msg["index"]] = Interface(
@@ -378,7 +392,7 @@ def _json_link(entry: dict[str, Any]) -> Interface:
     text = entry.get("address")
     if isinstance(text, str):
         try:
-            mac = announce.parse_mac(text)
+            mac = parse_mac(text)
         except ValueError:
             mac = None  # not Ethernet: a tunnel's IPv4 address, InfiniBand's 20 bytes
     return Interface(int(entry["ifindex"]), str(entry["ifname"]), flags, mac)
@@ -401,6 +415,8 @@ def _json_address(link: Interface, info: dict[str, Any]) -> Assigned:
 
 def _ask_arp(link: Interface, ip: ipaddress.IPv4Address) -> bytes | None:
     """The MAC that answers ARP for ``ip`` on ``link`` (announce.probe_duplicate)."""
+    from hanode.system import announce
+
     assert link.mac is not None  # the callers made sure
     try:
         return announce.probe_duplicate(link.name, link.mac, ip)
@@ -470,6 +486,8 @@ class FloatingAddress(Resource[AddressConfig]):
     @classmethod
     def start_budget(cls, config: AddressConfig) -> float:
         """The duplicate probe, IPv6's DAD (a second by default), the first burst."""
+        from hanode.system import announce
+
         probe = announce.PROBE_TIMEOUT if config.probe else 0.0
         dad = 0.0 if config.ip.version == 4 else 1.0 + DAD_MARGIN
         return probe + dad + config.arp_count * announce.INTERVAL
@@ -530,7 +548,7 @@ class FloatingAddress(Resource[AddressConfig]):
         if link.mac is None:
             raise StepFailed(f"interface {link.name} has no Ethernet address: no ARP")
         holder = _ask_arp(link, ip)
-        return announce.format_mac(holder) if holder is not None else None
+        return format_mac(holder) if holder is not None else None
 
     # -- start ----------------------------------------------------------------------
 
@@ -655,7 +673,7 @@ class FloatingAddress(Resource[AddressConfig]):
             holder = _ask_arp(link, ip)
         if holder is None:
             return
-        mac = announce.format_mac(holder)
+        mac = format_mac(holder)
         if ctx.force:
             log.warning("--force: taking %s although %s answers ARP for it", ip, mac)
             return
@@ -743,6 +761,8 @@ class FloatingAddress(Resource[AddressConfig]):
                 time.sleep(DAD_POLL)
 
     def _announce(self, link: Interface) -> None:
+        from hanode.system import announce
+
         config = self.config
         if config.arp_count == 0 or link.mac is None:
             return
@@ -756,7 +776,7 @@ class FloatingAddress(Resource[AddressConfig]):
                 f"cannot announce {config.ip.ip} on {link.name}: {err.strerror or err}",
                 "hanode needs root, CAP_NET_RAW; clients would keep the old MAC for minutes",
             ) from err
-        log.info("announced %s on %s (%s)", config.ip.ip, link.name, announce.format_mac(link.mac))
+        log.info("announced %s on %s (%s)", config.ip.ip, link.name, format_mac(link.mac))
 
     def _still_ours(self, index: int) -> Callable[[], bool]:
         config = self.config
@@ -845,6 +865,8 @@ class FloatingAddress(Resource[AddressConfig]):
 
     def plan_start(self) -> list[str]:
         """What start would do from the current state."""
+        from hanode.system import announce
+
         config = self.config
         found = self._scan()
         lines: list[str] = []
@@ -886,6 +908,8 @@ class FloatingAddress(Resource[AddressConfig]):
 
     def check(self) -> list[Finding]:
         """The interface is there and up, the address is not elsewhere, raw sockets open."""
+        from hanode.system import announce
+
         config = self.config
         try:
             found = self._scan()

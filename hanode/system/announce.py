@@ -103,19 +103,6 @@ class Announcement:
     count: int
 
 
-def format_mac(mac: bytes) -> str:
-    """aa:bb:cc:dd:ee:ff."""
-    return mac.hex(":")
-
-
-def parse_mac(text: str) -> bytes:
-    """The 6 bytes of a MAC written aa:bb:cc:dd:ee:ff (as netlink reports it)."""
-    mac = bytes.fromhex(text.replace(":", ""))
-    if len(mac) != 6:
-        raise ValueError(f"not an Ethernet MAC address: {text!r}")
-    return mac
-
-
 def arp_frame(
     op: int,
     sender_mac: bytes,
