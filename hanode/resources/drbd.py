@@ -38,7 +38,6 @@ from hanode.system.drbdstate import (
     ResourceState,
     Role,
 )
-from hanode.system.holders import find_holders
 from hanode.system.mountinfo import mount_points_of
 
 if TYPE_CHECKING:  # start's decisions: imported by the methods that make them, not by status
@@ -746,6 +745,8 @@ def describe_openers(device: str) -> str:
         return f"{device}: {err.strerror}"
     if not stat.S_ISBLK(st.st_mode):
         return f"{device} is not a block device"
+    from hanode.system.holders import find_holders
+
     number = st.st_rdev
     holders = find_holders({number})
     parts = [f"held by {holder.describe()}" for holder in holders]

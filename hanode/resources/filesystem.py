@@ -26,12 +26,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hanode.config import Table
 from hanode.errors import Refused, StepFailed
 from hanode.resources import Context, Finding, Level, ProgressLine, Resource, State, Status
 from hanode.run import CommandError, run, stderr_tail, which
-from hanode.system.holders import Holder, find_holders, process_name, protected_pids
 from hanode.system.mountinfo import (
     MountEntry,
     NamespaceCopy,
@@ -41,6 +41,9 @@ from hanode.system.mountinfo import (
     submounts,
     top_mount_at,
 )
+
+if TYPE_CHECKING:  # the /proc walk for holders: imported by the stop that needs it
+    from hanode.system.holders import Holder
 
 log = logging.getLogger("hanode.filesystem")
 
@@ -340,6 +343,8 @@ class Filesystem(Resource[FilesystemConfig]):
         a worker respawned by a parent that holds nothing here is ended again each time,
         and the umount gets through in a moment when none is running.
         """
+        from hanode.system.holders import protected_pids
+
         failure = self._umount_all(deadline)
         if failure is None:
             return
@@ -418,6 +423,8 @@ class Filesystem(Resource[FilesystemConfig]):
         the device and its filesystem is gone from the kernel (a namespace without
         processes cannot be seen otherwise).
         """
+        from hanode.system.holders import find_holders, protected_pids
+
         copies = namespace_copies(device)
         if not copies and not filesystem_alive(device, fstype):
             return  # the common case: one stat per process, nothing else
@@ -705,6 +712,8 @@ def _holders_of(
     targets: Sequence[MountEntry],
     exclude_pids: set[int] | None = None,
 ) -> list[Holder]:
+    from hanode.system.holders import find_holders
+
     # an fd on the block device node does not keep the filesystem busy: not ours to end
     return find_holders(
         kill_devices(entries, targets), exclude_pids=exclude_pids, include_device_nodes=False
@@ -720,6 +729,8 @@ def _device_of(scan: _MountScan) -> int | None:
 
 def _named(holders: Sequence[Holder], what: str) -> str:
     """The holders in one line, the first SHOWN_HOLDERS of them; each one in the log."""
+    from hanode.system.holders import protected_pids
+
     protected = protected_pids()
     mark = " [hanode's parent: never ended]"
     described = [
@@ -804,6 +815,8 @@ class _Ending:
         Returning as soon as they let go is what beats a respawner: the next umount
         comes before its next worker. With no holders, wait ``idle`` seconds.
         """
+        from hanode.system.holders import find_holders
+
         now = time.monotonic()
         if self.first is None:
             self.first = {holder.pid for holder in holders}
@@ -840,6 +853,8 @@ class _Ending:
 
     def verdict(self, holders: Sequence[Holder]) -> tuple[str, str]:
         """Why the deadline passed, and the fix: the parent that keeps starting holders."""
+        from hanode.system.holders import process_name
+
         why = f"still busy after {self.timeout:g}s"
         hint = "stop them by hand, then run `hanode stop` again"
         ended = self.termed | self.killed
