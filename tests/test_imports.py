@@ -6,6 +6,7 @@ No timings: each test reads the list of modules a run imported (python's -X impo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import textwrap
@@ -19,6 +20,9 @@ IMPORTTIME = {"PYTHONPROFILEIMPORTTIME": "1"}
 # Never on these paths: pyroute2 (only start and stop change the address through it),
 # tomlkit (only import-drbdlinks writes TOML), psutil (not used at all any more).
 NEVER = {"pyroute2", "tomlkit", "psutil"}
+# hanode's own modules that status never needs, each imported by the functions that do:
+# a start's DRBD decisions, the ARP/NA frames of the address, the /proc walk for holders.
+NOT_FOR_STATUS = {"hanode.system.drbddecide", "hanode.system.announce", "hanode.system.holders"}
 
 
 def _links_config(tmp_path: Path, *, linked: bool) -> Path:
@@ -81,6 +85,7 @@ def test_status_without_an_address_imports_no_netlink_nor_toml_writer(tmp_path: 
     # its probes ran (importtime lists no module importlib.import_module loads: the kinds)
     assert {"hanode.system.drbdstate", "hanode.system.dbus"} <= modules, done.stderr[-3000:]
     assert not {name for name in modules if name.split(".")[0] in NEVER}, done.stderr[-3000:]
+    assert not modules & NOT_FOR_STATUS, done.stderr[-3000:]
 
 
 def test_status_with_an_address_reads_it_without_pyroute2(tmp_path: Path) -> None:
@@ -90,8 +95,24 @@ def test_status_with_an_address_reads_it_without_pyroute2(tmp_path: Path) -> Non
     )
     assert "hanode-none0 does not exist" in done.stdout, done.stdout + done.stderr[-2000:]
     modules = imported(done.stderr)
-    assert "hanode.system.announce" in modules, done.stderr[-3000:]  # the address's kind
+    # the list was read (else the next assertion would hold for nothing)
+    assert "hanode.system.mountinfo" in modules, done.stderr[-3000:]
     assert not {name for name in modules if name.split(".")[0] in NEVER}, done.stderr[-3000:]
+    assert not modules & NOT_FOR_STATUS, done.stderr[-3000:]
+
+
+def test_what_status_leaves_out_is_what_check_and_start_use(tmp_path: Path) -> None:
+    """The names in NOT_FOR_STATUS are hanode's modules, and the verbs that decide or send
+    import them: a check of [drbd] and [address] (the timeouts, the raw sockets)."""
+    for name in NOT_FOR_STATUS:
+        assert importlib.util.find_spec(name) is not None, name
+    config = _full_config(tmp_path, address=True)
+    done = run_hanode(
+        "-c", str(config), "--insecure-config", "check", run_dir=tmp_path, env=IMPORTTIME
+    )
+    assert done.returncode in (Exit.OK, Exit.FAILED), done.stderr[-2000:]
+    modules = imported(done.stderr)
+    assert {"hanode.system.drbddecide", "hanode.system.announce"} <= modules, done.stderr[-3000:]
 
 
 def test_a_start_and_a_stop_with_nothing_to_do_import_nothing_they_do_not_use(
@@ -155,3 +176,47 @@ def test_the_journal_bindings_load_with_the_first_entry_only(tmp_path: Path) -> 
         "after a debug line: False",
         "received: [({'SYSLOG_IDENTIFIER': 'hanode'}, 'a step')]",
     ], done.stdout + done.stderr
+
+
+COLLECTOR = textwrap.dedent(
+    """
+    import gc, sys
+    from hanode import cli, entry
+    seen = []
+    real_load = cli.load
+
+    def load(*args, **kwargs):
+        seen.append(("load", gc.isenabled()))
+        return real_load(*args, **kwargs)
+
+    real_probe_all = cli.Engine.probe_all
+
+    def probe_all(self):
+        seen.append(("probes", gc.isenabled()))
+        return real_probe_all(self)
+
+    cli.load = load
+    cli.Engine.probe_all = probe_all
+    sys.argv = ["hanode", "-c", sys.argv[1], "--insecure-config", "status"]
+    code = entry.main()
+    print(seen, gc.isenabled(), gc.get_freeze_count() > 0, code in (0, 1, 3, 4))
+    """
+)
+
+
+def test_the_collector_is_off_while_hanode_loads_and_on_for_the_verb(tmp_path: Path) -> None:
+    config = _links_config(tmp_path, linked=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HANODE_RUN_DIR": str(tmp_path)}
+    env["HANODE_NO_JOURNAL"] = "1"
+    done = subprocess.run(
+        [PYTHON, "-c", COLLECTOR, str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=60,
+    )
+    # off through the config's load (every kind imported), on again, startup frozen
+    assert done.stdout.split("\n")[-2] == "[('load', False), ('probes', True)] True True True", (
+        done.stdout + done.stderr
+    )
