@@ -40,11 +40,11 @@ from hanode.resources.filesystem import (
 from hanode.system.mountinfo import (
     filesystem_alive,
     mount_points_of,
-    namespace_copies,
     parse_mountinfo,
     submounts,
     top_mount_at,
 )
+from hanode.system.namespaces import namespace_copies
 
 TOP = Path(__file__).resolve().parent.parent
 

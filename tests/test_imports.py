@@ -21,8 +21,14 @@ IMPORTTIME = {"PYTHONPROFILEIMPORTTIME": "1"}
 # tomlkit (only import-drbdlinks writes TOML), psutil (not used at all any more).
 NEVER = {"pyroute2", "tomlkit", "psutil"}
 # hanode's own modules that status never needs, each imported by the functions that do:
-# a start's DRBD decisions, the ARP/NA frames of the address, the /proc walk for holders.
-NOT_FOR_STATUS = {"hanode.system.drbddecide", "hanode.system.announce", "hanode.system.holders"}
+# a start's DRBD decisions, the ARP/NA frames of the address, the /proc walks for holders
+# and for copies of mounts in other namespaces.
+NOT_FOR_STATUS = {
+    "hanode.system.drbddecide",
+    "hanode.system.announce",
+    "hanode.system.holders",
+    "hanode.system.namespaces",
+}
 
 
 def _links_config(tmp_path: Path, *, linked: bool) -> Path:

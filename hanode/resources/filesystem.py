@@ -34,16 +34,15 @@ from hanode.resources import Context, Finding, Level, ProgressLine, Resource, St
 from hanode.run import CommandError, run, stderr_tail, which
 from hanode.system.mountinfo import (
     MountEntry,
-    NamespaceCopy,
     filesystem_alive,
-    namespace_copies,
     read_mountinfo,
     submounts,
     top_mount_at,
 )
 
-if TYPE_CHECKING:  # the /proc walk for holders: imported by the stop that needs it
+if TYPE_CHECKING:  # the /proc walks: imported where a stop, its plan or check look
     from hanode.system.holders import Holder
+    from hanode.system.namespaces import NamespaceCopy
 
 log = logging.getLogger("hanode.filesystem")
 
@@ -296,6 +295,8 @@ class Filesystem(Resource[FilesystemConfig]):
 
     def plan_stop(self) -> list[str]:
         """What stop would do, from the current mount tables and holders."""
+        from hanode.system.namespaces import namespace_copies
+
         scan = self._scan()
         verb = "TERM, then KILL," if self.config.kill_holders else "fail on"
         lines = []
@@ -424,6 +425,7 @@ class Filesystem(Resource[FilesystemConfig]):
         processes cannot be seen otherwise).
         """
         from hanode.system.holders import find_holders, protected_pids
+        from hanode.system.namespaces import namespace_copies
 
         copies = namespace_copies(device)
         if not copies and not filesystem_alive(device, fstype):
@@ -628,6 +630,8 @@ class Filesystem(Resource[FilesystemConfig]):
 
     def _namespace_findings(self, status: Status) -> list[Finding]:
         """Copies of the mount in other mount namespaces: stop has to unmount them there."""
+        from hanode.system.namespaces import namespace_copies
+
         rdev = self._device_number()
         copies = namespace_copies(rdev) if rdev is not None else []
         hint = (
