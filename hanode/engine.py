@@ -73,6 +73,8 @@ class Result(StrEnum):
 
 @dataclass(frozen=True)
 class StepReport:
+    """One step of a run: what it did and how it ended, in how many seconds."""
+
     step: str
     action: Action
     result: Result
@@ -96,6 +98,8 @@ class RunReport:
 
 @dataclass(frozen=True)
 class PlanLine:
+    """One step of a plan: where it stands, and what start or stop would do there."""
+
     step: str
     state: State
     summary: str

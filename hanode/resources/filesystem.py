@@ -691,6 +691,8 @@ def fstab_entries() -> list[dict[str, object]]:
 
 @dataclass(frozen=True)
 class _MountScan:
+    """One read of the mount table, as the probe and the stop look at it."""
+
     entries: list[MountEntry]
     rdev: int | None  # the device's number; None when the node is missing
     top: MountEntry | None  # what is visible on the mountpoint

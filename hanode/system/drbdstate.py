@@ -386,6 +386,8 @@ class DumpInfo:
 
 @dataclass
 class _Node:
+    """A statement of drbd.conf (its words and line), or a section with its children."""
+
     words: list[str]
     line: int
     children: list[_Node] | None = None  # None: a statement ending in ';'
