@@ -5,7 +5,9 @@ text into enums and states (what status needs), and hanode.system.drbddecide tur
 into a start's decisions, so every decision can be tested from hand-built states. Parsed
 from DRBD 8.4 (``/proc/drbd``, ``drbdadm role|cstate|dstate|dump|get-gi``, drbdsetup's
 failure lines) and DRBD 9 (``drbdsetup status --json``). Outputs captured on real
-8.4.11: ../shared/fixtures/drbd-8.4.11.
+8.4.11: ../shared/fixtures/drbd-8.4.11. Its records are NamedTuples: every status
+imports this module, and such a class is built at import for a fraction of what a
+dataclass costs (which compiles its methods from source).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import json
 import re
 import shlex
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from hanode.errors import ConfigError
 
@@ -124,8 +126,7 @@ def disk_state(text: str) -> DiskState:
     return DiskState(_word(DiskState, text))
 
 
-@dataclass(frozen=True)
-class SyncProgress:
+class SyncProgress(NamedTuple):
     """A resync (or online verify) under way, as /proc/drbd shows it."""
 
     percent: float  # how much is in sync
@@ -135,8 +136,7 @@ class SyncProgress:
     speed: str | None = None  # "1,120 K/sec"
 
 
-@dataclass(frozen=True)
-class ResourceState:
+class ResourceState(NamedTuple):
     """One resource that is up: both roles, the connection and both disks."""
 
     role: Role
@@ -187,12 +187,11 @@ _UNIT = {"K": 1, "M": 1024, "G": 1024 * 1024}
 UNCONFIGURED = "Unconfigured"  # /proc/drbd's word for a minor that is allocated but not set up
 
 
-@dataclass(frozen=True)
-class ProcDrbd:
+class ProcDrbd(NamedTuple):
     """/proc/drbd: the module version and one state per configured minor."""
 
     version: str  # "8.4.11"
-    devices: Mapping[int, ResourceState] = field(default_factory=dict)
+    devices: Mapping[int, ResourceState]  # configured minors only
 
     @property
     def major(self) -> int:
@@ -355,16 +354,14 @@ def parse_status_json(stdout: str, resource: str) -> ResourceState | None:
 # -- drbdadm dump ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HostSection:
+class HostSection(NamedTuple):
     """One ``on HOST { ... }`` of a resource."""
 
     device: str  # /dev/drbd1
     minor: int
 
 
-@dataclass(frozen=True)
-class DumpInfo:
+class DumpInfo(NamedTuple):
     """What hanode needs from ``drbdadm dump RES``."""
 
     resource: str
@@ -384,8 +381,7 @@ class DumpInfo:
         )
 
 
-@dataclass
-class _Node:
+class _Node(NamedTuple):
     """A statement of drbd.conf (its words and line), or a section with its children."""
 
     words: list[str]
@@ -531,8 +527,7 @@ SS_DEVICE_IN_USE = -12  # "Device is held open by someone"
 ERR_MINOR_INVALID = 127  # "Device minor not allocated": the resource is not up
 
 
-@dataclass(frozen=True)
-class DrbdFailure:
+class DrbdFailure(NamedTuple):
     """``1: State change failed: (-1) Multiple primaries not allowed by config``.
 
     drbdsetup-84 names the minor for a device's change (primary, secondary) and the
