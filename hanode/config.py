@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from hanode.errors import ConfigError
 
@@ -390,8 +390,7 @@ _AT_END = " (at end of document)"
 _REDEFINED = ("Cannot overwrite", "Cannot declare", "Cannot redefine", "Cannot mutate")
 
 
-@dataclass(frozen=True)
-class _Statement:
+class _Statement(NamedTuple):
     """A line that names a key: a table header or the start of a key = value pair."""
 
     line: int

@@ -20,7 +20,7 @@ import shlex
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hanode import interrupt
 from hanode.errors import StepFailed, UsageError
@@ -38,8 +38,7 @@ SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 _REAP_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
-class Completed:
+class Completed(NamedTuple):
     """The outcome of a command that ran to its end (whatever its exit status)."""
 
     argv: tuple[str, ...]

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hanode.config import Table
 from hanode.errors import HanodeError, Refused, StepFailed
@@ -169,8 +169,7 @@ class Assigned:
         return f"{self.ip} on {self.ifname}{label}"
 
 
-@dataclass(frozen=True)
-class AddressScan:
+class AddressScan(NamedTuple):
     """What netlink shows about the configured address and interface, at one moment."""
 
     link: Interface | None  # the configured interface; None: it does not exist

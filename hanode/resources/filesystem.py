@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from hanode.config import Table
 from hanode.errors import Refused, StepFailed
@@ -689,8 +689,7 @@ def fstab_entries() -> list[dict[str, object]]:
     return [entry for entry in entries if isinstance(entry, dict)]
 
 
-@dataclass(frozen=True)
-class _MountScan:
+class _MountScan(NamedTuple):
     """One read of the mount table, as the probe and the stop look at it."""
 
     entries: list[MountEntry]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from hanode.config import REQUIRED, Table, check_path, describe, is_below
 from hanode.errors import ConfigError, StepFailed
@@ -53,8 +54,7 @@ class LinkState(StrEnum):
     DAMAGED = "damaged"  # something in between; ``why`` says what
 
 
-@dataclass(frozen=True)
-class LinkStatus:
+class LinkStatus(NamedTuple):
     """One link's state, with the reason when it is damaged."""
 
     link: LinkSpec

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from jeepney import (  # type: ignore[import]
     DBusAddress,
@@ -115,8 +115,7 @@ class JobResult(StrEnum):
     ONCE = "once"
 
 
-@dataclass(frozen=True)
-class UnitInfo:
+class UnitInfo(NamedTuple):
     """What hanode needs to know of one unit (from its D-Bus properties)."""
 
     name: str

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hanode.errors import StepFailed
 
@@ -24,8 +24,7 @@ _SYS = "/sys"
 _SYSFS_DIRS = {"ext4": "ext4", "ext3": "ext4", "ext2": "ext4", "xfs": "xfs", "f2fs": "f2fs"}
 
 
-@dataclass(frozen=True)
-class MountEntry:
+class MountEntry(NamedTuple):
     """One line of /proc/self/mountinfo (see proc(5)), with escapes decoded."""
 
     mount_id: int
