@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hanode import interrupt
 from hanode import log as hlog
@@ -96,8 +96,7 @@ class RunReport:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class PlanLine:
+class PlanLine(NamedTuple):
     """One step of a plan: where it stands, and what start or stop would do there."""
 
     step: str

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from hanode.config import Table, number
 from hanode.errors import ConfigError, HanodeError, Refused, StepFailed
@@ -84,8 +84,7 @@ def _timeout(table: Table, key: str) -> int | None:
     return value
 
 
-@dataclass(frozen=True)
-class _Demotion:
+class _Demotion(NamedTuple):
     """Why ``drbdadm secondary`` failed, in words for the admin."""
 
     problem: str

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -133,8 +132,7 @@ class UnitInfo(NamedTuple):
     need_daemon_reload: bool = False  # the unit file changed on disk since it was loaded
 
 
-@dataclass(frozen=True)
-class JobOutcome:
+class JobOutcome(NamedTuple):
     """How a start or stop job ended."""
 
     unit: str
