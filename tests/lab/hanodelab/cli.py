@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from types import FrameType
 
 from hanodelab import lab, net, tools
-from hanodelab.image import PLAIN, Image
+from hanodelab.image import PLAIN
 from hanodelab.progress import say
 from hanodelab.qga import AgentError
 
@@ -76,7 +75,7 @@ def _boot(name: str) -> int:
     state = lab.load_state()
     if not state.get("ready"):
         raise lab.LabError("the lab is not up: run `tests/lab/labctl up` first")
-    img = Image(*(Path(state["image"][key]) for key in ("root", "kernel", "initrd")))
+    img = lab.current_image()
     lab.boot([target], img, f"booting {name}")
     return 0
 

@@ -26,15 +26,20 @@ BUILD_TIMEOUT = 1800
 PLAIN = "plain"
 # profile -> the recipe folders it is built from, in order (their packages, their hooks)
 PROFILES = {PLAIN: (RECIPE,), "pacemaker": (RECIPE, LAB / "recipe-pacemaker")}
+# The guests' memory (MiB): corosync, Pacemaker's six daemons and the agents' shells
+# beside PostgreSQL and Apache leave 512 MiB with no page cache, and every fork waits.
+MEMORY = {PLAIN: 512, "pacemaker": 1024}
 
 
 @dataclass(frozen=True)
 class Image:
-    """A built image: root disk (qcow2) and the kernel and initrd to boot it with."""
+    """A built image: root disk (qcow2), the kernel and initrd to boot it with, and the
+    memory its guests get (MiB)."""
 
     root: Path
     kernel: Path
     initrd: Path
+    memory: int = 512
 
 
 def packages(profile: str = PLAIN) -> list[str]:
@@ -102,7 +107,7 @@ def _stale(profile: str) -> list[Path]:
 def cached(profile: str = PLAIN) -> Image | None:
     """The image of the profile's current recipe if it is built, else None."""
     folder = image_dir(profile)
-    image = Image(folder / "root.qcow2", folder / "vmlinuz", folder / "initrd.img")
+    image = Image(folder / "root.qcow2", folder / "vmlinuz", folder / "initrd.img", MEMORY[profile])
     if (folder / "complete").exists():
         return image
     return None

@@ -295,7 +295,8 @@ def current_image() -> image.Image:
     state = load_state()
     if not state.get("ready"):
         raise LabError("the lab is not up: run `tests/lab/labctl up` first")
-    return image.Image(*(Path(state["image"][key]) for key in ("root", "kernel", "initrd")))
+    paths = (Path(state["image"][key]) for key in ("root", "kernel", "initrd"))
+    return image.Image(*paths, image.MEMORY[state.get("profile", image.PLAIN)])
 
 
 def reset() -> float:

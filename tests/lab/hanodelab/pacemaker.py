@@ -115,7 +115,8 @@ def load(target: Node, name: str) -> None:
 
 def prepare_drbd(target: Node) -> None:
     """Before DRBD is first brought up: its resource-level fencing through Pacemaker."""
-    target.agent.write_file("/etc/drbd.d/fencing.conf", (FILES / "fencing.conf").read_bytes())
+    conf = (FILES / "global_common.conf").read_bytes()
+    target.agent.write_file("/etc/drbd.d/global_common.conf", conf, mode=0o644)
 
 
 def form_cluster() -> float:
