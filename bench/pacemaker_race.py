@@ -15,13 +15,17 @@ The methods, all on the same DRBD resource with resource-level fencing:
   standard  Pacemaker with the standard agents: ocf:linbit:drbd promotable clone,
             Filesystem, symlink x3, IPaddr2, systemd:postgresql@15-main, systemd:apache2
             in a group (tests/lab/provision/pacemaker/standard.crm), moved with
-            `crm resource move standard node2`;
+            `crm_resource --move --resource standard --node node2`;
   hanode    Pacemaker with the same clone and ocf:hanode:hanode (drbd=clone) for the
-            rest (cluster.crm), moved with `crm resource move hanode node2`;
+            rest (cluster.crm), moved with `crm_resource --move --resource hanode
+            --node node2`;
   manual    the cluster in maintenance-mode: `hanode stop` on node1 then `hanode start`
             on node2; for the crash, `hanode start --force` on node1 issued at once after
             the power-off (a lower bound: a person notices later; Pacemaker's figures
             include its detection).
+
+Both Pacemaker methods are moved with crm_resource (C), not `crm resource move`: crmsh's
+own start-up takes 10-15 s in these guests and would weigh on both alike.
 
 It prints each round's figures, a table of medians, and where Pacemaker spent the time
 of the last planned move of each Pacemaker method: each operation's exec-time (from the
@@ -90,13 +94,13 @@ def one_round(method: str) -> tuple[dict[str, float], list[tuple[str, str, str, 
             lab.must(node1, "hanode stop", timeout=600)
             lab.must(node2, "hanode start", timeout=600)
         else:
-            pacemaker.crm(node1, f"resource move {resource} node2")
+            lab.must(node1, f"crm_resource --move --resource {resource} --node node2")
         figures["planned served"] = watch.first("node2", began)
         pacemaker.settle(node1)
         figures["planned settled"] = round(time.monotonic() - began, 2)
         breakdown = [] if method == "manual" else operations(resource, began)
         if method != "manual":
-            pacemaker.crm(node1, f"resource clear {resource}")
+            lab.must(node1, f"crm_resource --clear --resource {resource}")
             pacemaker.settle(node1)
         began = time.monotonic()
         node2.kill()
