@@ -83,7 +83,6 @@ def one_round(method: str) -> tuple[dict[str, float], list[tuple[str, str, str, 
 
     node1, node2 = lab.NODES["node1"], lab.NODES["node2"]
     lab.reset()
-    pacemaker.settle(node1)
     resource = prepare(method)
     figures: dict[str, float] = {}
     watch = Watch()

@@ -322,6 +322,10 @@ def reset() -> float:
     _resume_all()
     in_parallel(lambda target: target.agent.set_time())
     net.flush_neighbours()
+    if load_state().get("profile", image.PLAIN) != image.PLAIN:
+        from hanodelab import pacemaker
+
+        pacemaker.after_reset()
     return time.monotonic() - started
 
 

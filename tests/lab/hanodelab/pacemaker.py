@@ -113,6 +113,26 @@ def load(target: Node, name: str) -> None:
     crm(target, f"configure load update /root/{name}")
 
 
+def failures(target: Node) -> list[str]:
+    """The failed operations crm_mon lists (resource, operation, node)."""
+    return [
+        f"{failure.get('op_key')} on {failure.get('node')}: {failure.get('exitreason', '')}"
+        for failure in crm_mon(target).iterfind("failures/failure")
+    ]
+
+
+def after_reset() -> None:
+    """After both guests are restored from the snapshot: wait for the cluster to be whole
+    and idle again (their clocks jumped, corosync re-forms its ring), and clear failures
+    a monitor might have recorded across the jump, so a scenario starts clean."""
+    node1 = lab.NODES["node1"]
+    lab.wait_for(lambda: online(node1) == {"node1", "node2"}, 300, "both nodes online again")
+    settle(node1)
+    if failures(node1):
+        lab.must(node1, "crm_resource --cleanup")
+        settle(node1)
+
+
 def prepare_drbd(target: Node) -> None:
     """Before DRBD is first brought up: its resource-level fencing through Pacemaker."""
     conf = (FILES / "global_common.conf").read_bytes()
