@@ -17,6 +17,13 @@ hanode/hanode calls main() with the action; parameters arrive as OCF_RESKEY_<nam
   one of the errors is a missing program or unit: this node's, not the config's).
 - meta-data: static XML, reading no file (Pacemaker runs it as any user).
 
+The `drbd` parameter: "hanode" (the default), hanode's [drbd] step promotes and demotes;
+"clone", an ocf:linbit:drbd promotable clone does, and the [drbd] step is replaced by a
+read-only check (hanode.resources.drbd.PromotedByClone) that refuses the start unless the
+resource is Primary here; stop never demotes, monitor's verdict leaves DRBD out, and
+validate-all checks [drbd] only for what the clone needs (the resource defined for this
+node). drbd=clone needs a [drbd] section (the resource to check) and at least one other.
+
 A config file that does not exist is "not running here" (7) for a probe, so a node
 without hanode configured answers the cluster's probes; any other action gets 6.
 The reason for every failure goes to stderr as `ocf-exit-reason:TEXT`.
@@ -28,7 +35,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +68,13 @@ class OcfExit(IntEnum):
     ERR_INSTALLED = 5
     ERR_CONFIGURED = 6
     NOT_RUNNING = 7
+
+
+class DrbdMode(StrEnum):
+    """The agent's `drbd` parameter: who promotes and demotes the DRBD resource."""
+
+    HANODE = "hanode"  # hanode's [drbd] step
+    CLONE = "clone"  # Pacemaker's ocf:linbit:drbd promotable clone
 
 
 class AgentExit(Exception):
@@ -99,6 +113,19 @@ not exist, a probe answers "not running" and every other action "not configured"
 </longdesc>
 <shortdesc lang="en">hanode.toml path</shortdesc>
 <content type="string" default="{DEFAULT_CONFIG}"/>
+</parameter>
+<parameter name="drbd" unique="0" required="0">
+<longdesc lang="en">
+Who promotes and demotes the DRBD resource of hanode.toml's [drbd] section.
+"hanode": hanode's [drbd] step does (brings it up, waits for the peer, promotes when
+safe; stop demotes). "clone": an ocf:linbit:drbd promotable clone does (it carries
+DRBD's resource-level fencing); then start only checks that the resource is Primary on
+this node and fails otherwise, stop never demotes, and monitor leaves DRBD out of its
+verdict. Order this resource after the clone's promotion and colocate it with the
+Promoted role. "clone" needs a [drbd] section (the resource checked) and another section.
+</longdesc>
+<shortdesc lang="en">who promotes DRBD: hanode or clone</shortdesc>
+<content type="string" default="{DrbdMode.HANODE}"/>
 </parameter>
 </parameters>
 <actions>
@@ -158,6 +185,19 @@ def config_file() -> Path:
     return Path(value or DEFAULT_CONFIG)
 
 
+def drbd_mode() -> DrbdMode:
+    """The `drbd` parameter (hanode when unset); AgentExit 6 for any other value."""
+    value = os.environ.get("OCF_RESKEY_drbd") or DrbdMode.HANODE  # noqa: SIM112
+    try:
+        return DrbdMode(value)
+    except ValueError:
+        raise AgentExit(
+            OcfExit.ERR_CONFIGURED,
+            f"drbd={value!r} is not a DRBD mode: set the resource's drbd parameter to "
+            "hanode (hanode promotes DRBD) or clone (an ocf:linbit:drbd clone does)",
+        ) from None
+
+
 def is_probe() -> bool:
     """Whether this monitor is Pacemaker's probe (interval 0: is it running here?)."""
     interval = os.environ.get("OCF_RESKEY_CRM_meta_interval", "0")  # noqa: SIM112
@@ -173,9 +213,11 @@ def check_level() -> int:
 
 
 def _load(*, probe: bool = False) -> Config:
-    """The configuration; AgentExit 7 for a probe where the file does not exist, else 6."""
+    """The configuration; AgentExit 7 for a probe where the file does not exist, else 6
+    (so too a drbd parameter that is no mode, or that the configuration cannot serve)."""
     from hanode.config import load
 
+    mode = drbd_mode()
     path = config_file()
     if not os.path.lexists(path):
         if probe:
@@ -194,14 +236,36 @@ def _load(*, probe: bool = False) -> Config:
             f"{path}: no section is configured, hanode manages nothing "
             "(uncomment the sections that apply to this node)",
         )
+    if mode is DrbdMode.CLONE and "drbd" not in config.settings:
+        raise AgentExit(
+            OcfExit.ERR_CONFIGURED,
+            f"drbd=clone, but {path} has no [drbd] section: the agent cannot check that the "
+            "clone's resource is Primary before it mounts (add [drbd] resource = NAME)",
+        )
+    if mode is DrbdMode.CLONE and config.sections() == ["drbd"]:
+        raise AgentExit(
+            OcfExit.ERR_CONFIGURED,
+            f"drbd=clone, but {path} configures nothing besides [drbd], which the clone runs: "
+            "this resource would manage nothing (configure the other sections, or drop it)",
+        )
     return config
 
 
-def _engine(config: Config) -> Engine:
+def _engine(config: Config, *, verdict: bool = False) -> Engine:
+    """The engine of the configured steps. With drbd=clone, the [drbd] step is the
+    Primary check (PromotedByClone), or, for ``verdict`` (monitor), left out."""
     from hanode.engine import Engine
     from hanode.resources import build
 
-    return Engine(build(config))
+    resources = build(config)
+    if drbd_mode() is DrbdMode.CLONE:
+        from hanode.resources.drbd import DrbdConfig, PromotedByClone
+
+        resources = [resource for resource in resources if resource.section != "drbd"]
+        drbd = config.of(DrbdConfig)
+        if drbd is not None and not verdict:
+            resources.insert(0, PromotedByClone(drbd))
+    return Engine(resources)
 
 
 def start() -> OcfExit:
@@ -240,7 +304,7 @@ def monitor() -> OcfExit:
     from hanode.resources import State
 
     probe = is_probe()
-    engine = _engine(_load(probe=probe))
+    engine = _engine(_load(probe=probe), verdict=True)
     probes = engine.probe_all()
     verdict = overall([status.state for _, status, _ in probes])
     described = "; ".join(f"{r.name} {s.state.value}: {s.summary}" for r, s, _ in probes)

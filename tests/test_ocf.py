@@ -7,15 +7,17 @@ nobody, and resource-agents' ocf-tester run on it (start, stop, monitor for real
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, SHM, links_config, missing, run_hanode
+from drbd_standin import StandIn
+from helpers import PYTHON, ROOT, SHM, links_config, missing, run_hanode
 from mountns import in_mount_namespace
 
 from hanode import config as hconfig
@@ -23,6 +25,8 @@ from hanode import ocf
 from hanode.errors import StatusExit
 from hanode.ocf import OcfExit
 from hanode.resources import kinds
+from hanode.resources.drbd import CLONE_FIX
+from hanode.run import SYSTEM_PATH
 
 AGENT = ROOT / "ocf" / "hanode"
 DTD_DIR = Path("/usr/share/resource-agents")  # resource-agents: ra-api-1.dtd, ocf-tester
@@ -44,9 +48,11 @@ def agent(
     interval: int = 10000,
     level: int | None = None,
     env: Mapping[str, str] | None = None,
+    command: Sequence[str] = (str(AGENT),),
 ) -> subprocess.CompletedProcess[str]:
     """The agent's ``action`` as pacemaker-execd runs it (a recurring op unless
-    ``interval`` is 0: the probe); the lock and reports in ``run_dir``."""
+    ``interval`` is 0: the probe); the lock and reports in ``run_dir``; ``command`` runs
+    the agent (its action appended)."""
     variables = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
@@ -63,7 +69,7 @@ def agent(
     if level is not None:
         variables["OCF_CHECK_LEVEL"] = str(level)
     return subprocess.run(
-        [str(AGENT), action],
+        [*command, action],
         capture_output=True,
         text=True,
         env=variables,
@@ -298,3 +304,182 @@ def test_ocf_tester_passes(tmp_path: Path, shared_memory: Path) -> None:
     assert (tmp_path / "hanode" / "last-start.json").is_file()
     assert (tmp_path / "hanode" / "last-stop.json").is_file()
     assert (tmp_path / "path0").is_dir() and not (tmp_path / "path0").is_symlink()
+
+
+# -- the drbd parameter: hanode promotes, or an ocf:linbit:drbd clone does ----------------------
+
+# The agent as pacemaker-execd runs it, on the DRBD stand-in (tests/drbd_standin: captures of
+# real DRBD 8.4.11): in a UTS namespace named node1 (drbdadm's host section is found by
+# `uname -n`), /proc/drbd read from the stand-in's, drbdadm and drbdsetup first on HANODE_PATH.
+ON_STANDIN = (
+    "import socket, sys\n"
+    "socket.sethostname('node1')\n"
+    "from hanode.resources import drbd\n"
+    "drbd.PROC_DRBD = sys.argv[1]\n"
+    "from hanode.ocf import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> StandIn:
+    node = StandIn(tmp_path / "node1", "node1")
+    node.peer(up=True)  # the other node is up: `drbdadm up` connects
+    return node
+
+
+def standin_agent(
+    standin: StandIn,
+    action: str,
+    config: Path,
+    run_dir: Path,
+    *,
+    drbd: str = "clone",
+    interval: int = 10000,
+) -> subprocess.CompletedProcess[str]:
+    """The agent's ``action`` with ``drbd``, on ``standin``'s DRBD."""
+    env = {"HANODE_PATH": f"{standin.bin_dir}:{SYSTEM_PATH}", "OCF_RESKEY_drbd": drbd}
+    command = ("unshare", "--uts", "--", PYTHON, "-c", ON_STANDIN, str(standin.proc_path))
+    return agent(action, config, run_dir, interval=interval, env=env, command=command)
+
+
+def drbdadm(standin: StandIn, verb: str) -> None:
+    """What the clone's ocf:linbit:drbd does: `drbdadm VERB srv`, on the stand-in."""
+    subprocess.run([str(standin.bin_dir / "drbdadm"), verb, "srv"], check=True, timeout=60)
+
+
+def changes(standin: StandIn) -> list[str]:
+    """The stand-in's commands that change DRBD (queries left out)."""
+    changing = ("up", "down", "primary", "secondary")
+    return [call for call in standin.calls() if call.split()[1] in changing]
+
+
+def drbd_and_links(tmp_path: Path, shared_memory: Path, drbd: str = "") -> Path:
+    """A node with [drbd] resource srv (plus ``drbd``'s lines) and one link."""
+    config = links_config(tmp_path, SHM, shared_memory)
+    config.write_text(f'[drbd]\nresource = "srv"\n{drbd}' + config.read_text())
+    return config
+
+
+def test_drbd_mode_is_hanode_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OCF_RESKEY_drbd", raising=False)
+    assert ocf.drbd_mode() is ocf.DrbdMode.HANODE
+    for value, mode in (("", ocf.DrbdMode.HANODE), ("hanode", ocf.DrbdMode.HANODE),
+                        ("clone", ocf.DrbdMode.CLONE)):  # fmt: skip
+        monkeypatch.setenv("OCF_RESKEY_drbd", value)
+        assert ocf.drbd_mode() is mode
+    assert '<parameter name="drbd" unique="0" required="0">' in ocf.METADATA
+    assert '<content type="string" default="hanode"/>' in ocf.METADATA
+
+
+@pytest.mark.root
+def test_another_drbd_value_is_not_configured(tmp_path: Path, shared_memory: Path) -> None:
+    config = links_config(tmp_path, SHM, shared_memory)
+    env = {"OCF_RESKEY_drbd": "Clone"}
+    for action, interval in (("validate-all", 0), ("monitor", 0), ("start", 0), ("stop", 0)):
+        done = agent(action, config, tmp_path, interval=interval, env=env)
+        assert done.returncode == OcfExit.ERR_CONFIGURED, (action, done.stderr)
+        assert reasons(done) == [
+            "drbd='Clone' is not a DRBD mode: set the resource's drbd parameter to hanode "
+            "(hanode promotes DRBD) or clone (an ocf:linbit:drbd clone does)"
+        ]
+    assert not (tmp_path / "path0").is_symlink()  # the start touched nothing
+    assert agent("start", config, tmp_path, env={"OCF_RESKEY_drbd": "hanode"}).returncode == 0
+
+
+@pytest.mark.root
+def test_clone_needs_drbd_and_another_section(tmp_path: Path, shared_memory: Path) -> None:
+    env = {"OCF_RESKEY_drbd": "clone"}
+    links_only = links_config(tmp_path, SHM, shared_memory)
+    done = agent("validate-all", links_only, tmp_path, env=env)
+    assert done.returncode == OcfExit.ERR_CONFIGURED
+    assert reasons(done) == [
+        f"drbd=clone, but {links_only} has no [drbd] section: the agent cannot check that the "
+        "clone's resource is Primary before it mounts (add [drbd] resource = NAME)"
+    ]
+    drbd_only = tmp_path / "drbd-only.toml"
+    drbd_only.write_text('[drbd]\nresource = "srv"\n')
+    done = agent("start", drbd_only, tmp_path, env=env)
+    assert done.returncode == OcfExit.ERR_CONFIGURED
+    assert reasons(done)[0].startswith(f"drbd=clone, but {drbd_only} configures nothing besides")
+
+
+@pytest.mark.root
+def test_clone_start_refuses_unless_drbd_is_primary_here(
+    tmp_path: Path, shared_memory: Path, standin: StandIn
+) -> None:
+    config = drbd_and_links(tmp_path, shared_memory)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    fix = f"({CLONE_FIX})"
+    done = standin_agent(standin, "start", config, run_dir)  # DRBD not up at all
+    assert done.returncode == OcfExit.ERR_GENERIC, done.stderr
+    assert reasons(done) == [f"refused: start refused at drbd: DRBD srv is not up here {fix}"]
+    drbdadm(standin, "up")  # the clone started: Secondary, connected
+    assert standin.view() == ("Secondary", "Secondary", "Connected", "UpToDate", "UpToDate")
+    done = standin_agent(standin, "start", config, run_dir)
+    assert done.returncode == OcfExit.ERR_GENERIC, done.stderr
+    assert reasons(done) == [f"refused: start refused at drbd: DRBD srv is Secondary here {fix}"]
+    assert reasons(done)[0] == (
+        "refused: start refused at drbd: DRBD srv is Secondary here (order this resource "
+        "after the promotion of its ocf:linbit:drbd clone and colocate it with the Promoted role)"
+    )
+    # nothing touched: no link, DRBD as the clone left it, only the clone's own command ran
+    assert not (tmp_path / "path0").is_symlink()
+    assert changes(standin) == ["drbdadm up srv"]
+    assert standin.view() == ("Secondary", "Secondary", "Connected", "UpToDate", "UpToDate")
+    # the hanode mode on the same node does promote: the parameter is what keeps it out
+    assert standin_agent(standin, "monitor", config, run_dir, drbd="hanode").returncode == 7
+    assert standin.synthesized() == []  # every DRBD answer was a capture of real DRBD
+
+
+@pytest.mark.root
+def test_clone_runs_the_rest_and_leaves_drbd_to_the_clone(
+    tmp_path: Path, shared_memory: Path, standin: StandIn
+) -> None:
+    # become-primary-on names no host of srv: an error for hanode's promotion, none for
+    # the clone's (validate-all checks of [drbd] only what the clone mode uses)
+    config = drbd_and_links(tmp_path, shared_memory, 'become-primary-on = "node3"\n')
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+
+    def code(action: str, *, drbd: str = "clone", interval: int = 10000) -> int:
+        done = standin_agent(standin, action, config, run_dir, drbd=drbd, interval=interval)
+        return done.returncode
+
+    done = standin_agent(standin, "validate-all", config, run_dir, drbd="hanode")
+    assert done.returncode == OcfExit.ERR_CONFIGURED
+    assert reasons(done) == [
+        "drbd: become-primary-on node3 is not a host of srv (hosts: node1, node2)"
+    ]
+    assert code("validate-all") == OcfExit.SUCCESS
+    drbdadm(standin, "up")
+    drbdadm(standin, "primary")  # the clone promoted this node
+    # DRBD Primary and the rest down: not running (for the hanode mode: partly up)
+    assert code("monitor", interval=0) == OcfExit.NOT_RUNNING
+    assert code("monitor") == OcfExit.NOT_RUNNING
+    assert code("monitor", drbd="hanode") == OcfExit.ERR_GENERIC
+    assert code("start") == OcfExit.SUCCESS
+    assert (tmp_path / "path0").resolve() == shared_memory / "data0"
+    report = (run_dir / "hanode" / "last-start.json").read_text()
+    assert [(step["step"], step["result"]) for step in json.loads(report)["steps"]] == [
+        ("drbd", "skipped"),  # checked: Primary here
+        ("links", "done"),
+    ]
+    assert code("monitor") == OcfExit.SUCCESS
+    assert code("start") == OcfExit.SUCCESS
+    assert code("stop") == OcfExit.SUCCESS
+    assert (tmp_path / "path0").is_dir() and not (tmp_path / "path0").is_symlink()
+    # the stop did not demote: that is the clone's demote, after this resource stopped
+    assert standin.view() == ("Primary", "Secondary", "Connected", "UpToDate", "UpToDate")
+    assert changes(standin) == ["drbdadm up srv", "drbdadm primary srv"]
+    assert code("monitor") == OcfExit.NOT_RUNNING
+    assert code("stop") == OcfExit.SUCCESS
+    drbdadm(standin, "secondary")  # the clone demotes, then stops DRBD...
+    drbdadm(standin, "down")
+    assert code("stop") == OcfExit.SUCCESS  # ...and a stopped resource still stops
+    assert code("monitor") == OcfExit.NOT_RUNNING
+    assert changes(standin) == [
+        f"drbdadm {verb} srv" for verb in ("up", "primary", "secondary", "down")
+    ]
+    assert standin.synthesized() == []

@@ -138,7 +138,7 @@ class Drbd(Resource[DrbdConfig]):
         self,
         config: DrbdConfig,
         *,
-        proc_drbd: str = PROC_DRBD,
+        proc_drbd: str | None = None,
         nodename: str | None = None,
         device: str | None = None,
         reboot: Callable[[str], None] | None = None,
@@ -146,7 +146,7 @@ class Drbd(Resource[DrbdConfig]):
         """``config`` is the [drbd] section; the keyword arguments exist for tests only."""
         super().__init__(config)
         self.resource = config.resource
-        self._proc_path = proc_drbd
+        self._proc_path = proc_drbd or PROC_DRBD
         self._nodename = nodename or os.uname().nodename  # drbdadm's way of finding itself
         self._device_override = device
         self._reboot = reboot or request_reboot
@@ -596,24 +596,39 @@ class Drbd(Resource[DrbdConfig]):
 
     def check(self) -> list[Finding]:
         """drbd-utils, the resource in drbd.conf, this node in it, the timeouts, the module."""
-        from hanode.system import drbddecide
+        defined = self._definition_findings()
+        if any(finding.level is Level.ERROR for finding in defined):
+            return defined
+        return [
+            *defined,
+            *self._startup_findings(),
+            *self._module_findings(),
+            *self._connection_findings(),
+        ]
 
+    def _definition_findings(self) -> list[Finding]:
+        """drbd-utils installed, the resource in drbd.conf with this node in it."""
         if which("drbdadm") is None:
             return [
                 Finding(Level.ERROR, "drbdadm not found", "apt install drbd-utils", missing=True)
             ]
-        findings: list[Finding] = []
         try:
             host = self._host()
         except ConfigError as err:
             return [Finding(Level.ERROR, err.message, err.hint)]
-        findings.append(
+        return [
             Finding(
                 Level.OK,
                 f"{self.resource}: this node {self._nodename} uses {host.device} "
                 f"(minor {host.minor})",
             )
-        )
+        ]
+
+    def _startup_findings(self) -> list[Finding]:
+        """hanode's start: the waits for the peer and become-primary-on."""
+        from hanode.system import drbddecide
+
+        findings: list[Finding] = []
         try:
             timeouts = self.timeouts()
         except ConfigError as err:
@@ -649,6 +664,11 @@ class Drbd(Resource[DrbdConfig]):
                     Level.OK, f"become-primary-on {named} ({'this node' if here else 'the peer'})"
                 )
             )
+        return findings
+
+    def _module_findings(self) -> list[Finding]:
+        """The kernel module loaded."""
+        findings: list[Finding] = []
         try:
             version = self._version()
         except OSError as err:
@@ -664,7 +684,6 @@ class Drbd(Resource[DrbdConfig]):
                     "start loads it with `modprobe drbd`",
                 )
             )
-        findings.extend(self._connection_findings())
         return findings
 
     def _connection_findings(self) -> list[Finding]:
@@ -694,6 +713,53 @@ class Drbd(Resource[DrbdConfig]):
                 f"check the replication link; `drbdadm connect {self.resource}` if StandAlone",
             )
         ]
+
+
+CLONE_FIX = (
+    "order this resource after the promotion of its ocf:linbit:drbd clone "
+    "and colocate it with the Promoted role"
+)
+
+
+class PromotedByClone(Drbd):
+    """[drbd] when Pacemaker's ocf:linbit:drbd promotable clone promotes and demotes the
+    resource (the OCF agent's drbd=clone): start only reads that it is Primary here and
+    refuses otherwise; stop leaves it as it is. Not a kind: it has no section of its own.
+    """
+
+    # it changes nothing, so it need not wait for the preflight verdict
+    confirms_preflight = True
+
+    def settled(self, status: Status, *, starting: bool, ctx: Context) -> bool:
+        """Start: Primary. Stop: always, the clone demotes."""
+        return status.state is State.UP if starting else True
+
+    def start(self, ctx: Context) -> None:
+        """Refused, touching nothing, unless the resource is Primary here."""
+        state = self.read_state()
+        if state is not None and state.role is Role.PRIMARY:
+            return
+        where = "not up" if state is None else str(state.role)
+        raise Refused(f"DRBD {self.resource} is {where} here", CLONE_FIX)
+
+    def stop(self, ctx: Context) -> None:
+        """Nothing: the clone demotes."""
+
+    def plan_start(self) -> list[str]:
+        """The check start makes."""
+        return [f"check that {self.resource} is Primary here (its ocf:linbit:drbd clone promotes)"]
+
+    def plan_stop(self) -> list[str]:
+        """Nothing: the clone demotes."""
+        return []
+
+    def check(self) -> list[Finding]:
+        """drbd-utils, the resource in drbd.conf with this node in it, the module, the
+        link; hanode's waits and become-primary-on are left out: the clone promotes."""
+        defined = self._definition_findings()
+        if any(finding.level is Level.ERROR for finding in defined):
+            return defined
+        return [*defined, *self._module_findings(), *self._connection_findings()]
 
 
 def _failed(result: Completed) -> CommandError:

@@ -101,6 +101,44 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+@pytest.fixture(scope="session")
+def pacemaker_lab() -> Iterator[dict[str, Any]]:
+    """The lab's "pacemaker" profile up for the rest of the session (a plain lab that is up
+    is brought down first: the pacemaker scenarios run last, see
+    pytest_collection_modifyitems); brought down after, unless it was up before."""
+    state = lab.load_state()
+    was_up = bool(state.get("ready")) and state.get("profile") == "pacemaker"
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        state = lab.up("pacemaker")
+        _SUMMARY.lab["pacemaker timings"] = state.get("timings", {})
+        yield state
+    finally:
+        _SUMMARY.write()
+        if not was_up and not os.environ.get("HANODE_LAB_KEEP"):
+            lab.down(quiet=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
+def pacemaker_scenario(
+    pacemaker_lab: dict[str, Any], request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    """Both nodes back at the state after `up --pacemaker`, and this scenario's record."""
+    record = _SUMMARY.scenario(request.node.name)
+    record["steps"]["reset"] = round(lab.reset(), 1)
+    yield record
+    _SUMMARY.write()
+    if request.node.stash.get(FAILED, False):
+        _keep_journals(request.node.name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The pacemaker profile's scenarios last: one lab is up at a time, and each profile
+    is brought up once."""
+    items.sort(key=lambda item: item.get_closest_marker("pacemaker") is not None)
+
+
 @pytest.fixture
 def scenario(the_lab: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """Both nodes back at the state after up (node1 active), and this scenario's record."""

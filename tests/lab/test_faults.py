@@ -10,7 +10,6 @@ the kernel and systemd tell it (hanodelab.faults.managed_state), not as hanode s
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +23,6 @@ from hanodelab.faults import (
     standby_problems,
     wait_primary_unit,
 )
-from hanodelab.image import Image
 from hanodelab.vm import Node
 
 pytestmark = pytest.mark.lab
@@ -66,9 +64,7 @@ def wait_in_sync(timeout: float = 120) -> float:
 
 def power_on(targets: list[Node], label: str) -> float:
     """Boot powered-off nodes from their disks; the seconds until their boot is over."""
-    state = lab.load_state()
-    img = Image(*(Path(state["image"][key]) for key in ("root", "kernel", "initrd")))
-    return lab.boot(targets, img, label)
+    return lab.boot(targets, lab.current_image(), label)
 
 
 def record_end(scenario: dict[str, Any], load: WriteLoad | None = None) -> None:

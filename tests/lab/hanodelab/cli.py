@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from types import FrameType
 
 from hanodelab import lab, net, tools
-from hanodelab.image import Image
+from hanodelab.image import PLAIN
 from hanodelab.progress import say
 from hanodelab.qga import AgentError
 
@@ -32,9 +31,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
 
-def _up() -> int:
+def _up(profile: str) -> int:
     try:
-        state = lab.up()
+        state = lab.up(profile)
     except BaseException:
         if os.environ.get("HANODE_LAB_KEEP"):
             say("HANODE_LAB_KEEP is set: the lab is left as it is; `labctl down` removes it")
@@ -76,7 +75,7 @@ def _boot(name: str) -> int:
     state = lab.load_state()
     if not state.get("ready"):
         raise lab.LabError("the lab is not up: run `tests/lab/labctl up` first")
-    img = Image(*(Path(state["image"][key]) for key in ("root", "kernel", "initrd")))
+    img = lab.current_image()
     lab.boot([target], img, f"booting {name}")
     return 0
 
@@ -85,7 +84,15 @@ def main(argv: list[str]) -> int:
     """Run one labctl verb; its exit status."""
     parser = argparse.ArgumentParser(prog="labctl", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("up", help="build, boot and provision the lab (idempotent)")
+    up = verbs.add_parser("up", help="build, boot and provision the lab (idempotent)")
+    up.add_argument(
+        "--pacemaker",
+        action="store_const",
+        const="pacemaker",
+        default=PLAIN,
+        dest="profile",
+        help="the pacemaker profile: corosync + Pacemaker run hanode (ocf:hanode:hanode)",
+    )
     run = verbs.add_parser("exec", help="run a shell command in a node as root")
     run.add_argument("node")
     run.add_argument("command", nargs=argparse.REMAINDER)
@@ -106,7 +113,7 @@ def main(argv: list[str]) -> int:
         # Before anything is touched: up and demo clean up after a failure with down.
         tools.require(NEEDS.get(args.verb, ()))
         if args.verb == "up":
-            return _up()
+            return _up(args.profile)
         if args.verb == "exec":
             if not args.command:
                 parser.error("exec needs a command")

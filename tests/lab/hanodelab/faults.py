@@ -238,3 +238,58 @@ def psql(sql: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         ],
         timeout=timeout,
     )
+
+
+# Run as the client: GET the node-naming CGI through the VIP every 0.1 s, one line per
+# answer: "<CLOCK_MONOTONIC seconds> <node or ->" (the host reads the same clock).
+_WATCH = r"""
+import sys, time, urllib.request
+while True:
+    began = time.monotonic()
+    try:
+        answer = urllib.request.urlopen(sys.argv[1], timeout=1).read().decode().split()[-1]
+    except Exception:
+        answer = "-"
+    print(f"{time.monotonic():.3f} {answer}", flush=True)
+    time.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
+"""
+
+
+class Watch:
+    """Which node serves the client, asked through the VIP every 0.1 s in the background:
+    the moment a given node first answered is the end of a failover as a user sees it."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[float, str]] = []
+        self._proc = subprocess.Popen(
+            net.client_argv(
+                ["/usr/bin/python3", "-u", "-c", _WATCH, f"http://{lab.VIP}/cgi-bin/node"]
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            stamp, answer = line.split()
+            self.answers.append((float(stamp), answer))
+
+    def first(self, node: str, since: float, timeout: float = 300) -> float:
+        """Seconds from ``since`` (time.monotonic()) to the first answer by ``node``."""
+
+        def seen() -> float | None:
+            return next((t for t, who in list(self.answers) if t >= since and who == node), None)
+
+        lab.wait_for(lambda: seen() is not None, timeout, f"the client served by {node}")
+        stamp = seen()
+        assert stamp is not None
+        return round(stamp - since, 2)
+
+    def close(self) -> None:
+        """Stop asking."""
+        self._proc.terminate()
+        self._proc.wait(10)

@@ -179,9 +179,12 @@ def boot(nodes: list[Node], img: image.Image, label: str) -> float:
     return progress.done("booted")
 
 
-def provision(deb: Path) -> float:
-    """Set both nodes up like an admin would: hanode by dpkg, DRBD, /srv, hanode.toml."""
+def provision(deb: Path, profile: str = image.PLAIN) -> float:
+    """Set both nodes up like an admin would: hanode by dpkg, DRBD, /srv, hanode.toml;
+    in the plain profile hanode-primary/-standby.service enabled at boot (the pacemaker
+    profile's cluster is formed after, by hanodelab.pacemaker.form_cluster)."""
     progress = Progress("provisioning (dpkg -i hanode, DRBD srv, /srv, hanode.toml)")
+    clustered = profile != image.PLAIN
     res = (PROVISION / "srv.res").read_bytes()
     toml = (PROVISION / "hanode.toml").read_bytes()
     deb_bytes = deb.read_bytes()
@@ -192,6 +195,10 @@ def provision(deb: Path) -> float:
         must(target, f"dpkg -i /root/{deb.name}")
         target.agent.write_file("/etc/drbd.d/srv.res", res)
         target.agent.write_file("/etc/hanode/hanode.toml", toml, mode=0o644)
+        if clustered:
+            from hanodelab import pacemaker
+
+            pacemaker.prepare_drbd(target)
         must(target, "drbdadm create-md --force srv && drbdadm up srv")
         # hanode starts the cluster: PostgreSQL's generator must not pull it in at boot.
         must(
@@ -233,8 +240,9 @@ def provision(deb: Path) -> float:
     )
     provision_peer_channel()
     in_parallel(lambda target: must(target, "hanode check"))
-    must(node1, "systemctl enable hanode-primary.service")
-    must(node2, "systemctl enable hanode-standby.service")
+    if not clustered:
+        must(node1, "systemctl enable hanode-primary.service")
+        must(node2, "systemctl enable hanode-standby.service")
     return progress.done("provisioned")
 
 
@@ -282,15 +290,19 @@ def save_snapshot() -> float:
     return progress.done("saved")
 
 
-def reset() -> float:
-    """Both nodes back to the snapshot taken after up (node1 active, node2 standby)."""
-    started = time.monotonic()
+def current_image() -> image.Image:
+    """The image the lab that is up was booted from."""
     state = load_state()
     if not state.get("ready"):
         raise LabError("the lab is not up: run `tests/lab/labctl up` first")
-    img = image.Image(
-        Path(state["image"]["root"]), Path(state["image"]["kernel"]), Path(state["image"]["initrd"])
-    )
+    paths = (Path(state["image"][key]) for key in ("root", "kernel", "initrd"))
+    return image.Image(*paths, image.MEMORY[state.get("profile", image.PLAIN)])
+
+
+def reset() -> float:
+    """Both nodes back to the snapshot taken after up (node1 active, node2 standby)."""
+    started = time.monotonic()
+    img = current_image()
 
     def restore(target: Node) -> None:
         if target.running():
@@ -310,13 +322,22 @@ def reset() -> float:
     _resume_all()
     in_parallel(lambda target: target.agent.set_time())
     net.flush_neighbours()
+    if load_state().get("profile", image.PLAIN) != image.PLAIN:
+        from hanodelab import pacemaker
+
+        pacemaker.after_reset()
     return time.monotonic() - started
 
 
-def up() -> dict[str, Any]:
-    """Build what is missing, boot, provision, and return once node1 is up by its unit."""
+def up(profile: str = image.PLAIN) -> dict[str, Any]:
+    """Build what is missing, boot, provision, and return once node1 is up by its unit
+    (plain profile) or by Pacemaker ("pacemaker" profile). A lab of the other profile is
+    brought down first."""
     tools.require(tools.LAB)  # first: a missing command stops up before anything is touched
     state = load_state()
+    if state.get("ready") and state.get("profile", image.PLAIN) != profile:
+        say(f"the lab is up with the {state.get('profile', image.PLAIN)} profile: down first")
+        state = {}
     if state.get("ready"):
         if all(target.running() for target in NODES.values()):
             say("the lab is already up")
@@ -327,7 +348,7 @@ def up() -> dict[str, Any]:
     down(quiet=True)
     timings: dict[str, float] = {}
     started = time.monotonic()
-    img, built = image.ensure()
+    img, built = image.ensure(profile)
     timings["image build"] = built if built is not None else 0.0
     timings["image cached"] = float(built is None)
     deb_started = time.monotonic()
@@ -338,24 +359,13 @@ def up() -> dict[str, Any]:
         target.create_disks(img)
     try:
         timings["boot"] = boot(list(NODES.values()), img, "booting node1 and node2 (TCG)")
-        timings["provision"] = provision(deb)
-        node1 = NODES["node1"]
-        progress = Progress("rebooting node1: hanode-primary.service brings it up at boot")
-        node1.agent.exec(["/bin/systemctl", "reboot"], wait=False)
-        wait_for(lambda: not node1.agent.ping(timeout=2), 120, "node1 going down", progress)
-        node1.wait_agent(progress=progress)
-        background(
-            lambda: node1.agent.sh("systemctl is-system-running --wait", timeout=600),
-            progress,
-            "node1 is booting; hanode-primary.service runs hanode start",
-        )
-        unit = node1.agent.sh("systemctl is-active hanode-primary.service")
-        if unit.stdout.strip() != "active":
-            log = node1.agent.sh("journalctl -b -u hanode-primary.service --no-pager")
-            raise LabError(
-                f"hanode-primary.service on node1 is {unit.stdout.strip()!r}:\n" f"{log.stdout}"
-            )
-        timings["reboot node1 + hanode-primary"] = progress.done("node1 is active")
+        timings["provision"] = provision(deb, profile)
+        if profile == image.PLAIN:
+            timings["reboot node1 + hanode-primary"] = _reboot_node1()
+        else:
+            from hanodelab import pacemaker
+
+            timings["cluster"] = pacemaker.form_cluster()
         timings["savevm"] = save_snapshot()
     except BaseException:
         say(
@@ -366,6 +376,7 @@ def up() -> dict[str, Any]:
     timings["total"] = time.monotonic() - started
     state = {
         "ready": True,
+        "profile": profile,
         "image": {"root": str(img.root), "kernel": str(img.kernel), "initrd": str(img.initrd)},
         "deb": str(deb),
         "deb_sha256": hashlib.sha256(deb.read_bytes()).hexdigest(),
@@ -373,6 +384,27 @@ def up() -> dict[str, Any]:
     }
     _save_state(state)
     return state
+
+
+def _reboot_node1() -> float:
+    """Reboot node1: hanode-primary.service must bring it up at boot."""
+    node1 = NODES["node1"]
+    progress = Progress("rebooting node1: hanode-primary.service brings it up at boot")
+    node1.agent.exec(["/bin/systemctl", "reboot"], wait=False)
+    wait_for(lambda: not node1.agent.ping(timeout=2), 120, "node1 going down", progress)
+    node1.wait_agent(progress=progress)
+    background(
+        lambda: node1.agent.sh("systemctl is-system-running --wait", timeout=600),
+        progress,
+        "node1 is booting; hanode-primary.service runs hanode start",
+    )
+    unit = node1.agent.sh("systemctl is-active hanode-primary.service")
+    if unit.stdout.strip() != "active":
+        log = node1.agent.sh("journalctl -b -u hanode-primary.service --no-pager")
+        raise LabError(
+            f"hanode-primary.service on node1 is {unit.stdout.strip()!r}:\n" f"{log.stdout}"
+        )
+    return progress.done("node1 is active")
 
 
 def down(quiet: bool = False) -> None:

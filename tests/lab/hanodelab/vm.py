@@ -15,7 +15,6 @@ from hanodelab.paths import DISKS, LOGS, RUN
 from hanodelab.progress import Progress
 from hanodelab.qga import Agent, AgentError, Monitor
 
-MEMORY = "512"
 DATA_DISK_SIZE = "256M"
 MARKER = "hanode-lab"  # in every lab qemu's command line: down() kills only those
 
@@ -117,7 +116,7 @@ class Node:
             "-cpu",
             "max",
             "-m",
-            MEMORY,
+            str(image.memory),
             "-smp",
             "1",
             "-rtc",
