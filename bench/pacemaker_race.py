@@ -20,9 +20,10 @@ The methods, all on the same DRBD resource with resource-level fencing:
             rest (cluster.crm), moved with `crm_resource --move --resource hanode
             --node node2`;
   manual    the cluster in maintenance-mode: `hanode stop` on node1 then `hanode start`
-            on node2; for the crash, `hanode start --force` on node1 issued at once after
-            the power-off (a lower bound: a person notices later; Pacemaker's figures
-            include its detection).
+            on node2; for the crash, `hanode start --force` on node1 issued as soon as
+            DRBD there no longer sees its peer Connected (before that, hanode refuses:
+            the peer is Primary); a lower bound, a person notices later, while
+            Pacemaker's figures include its detection.
 
 Both Pacemaker methods are moved with crm_resource (C), not `crm resource move`: crmsh's
 own start-up takes 10-15 s in these guests and would weigh on both alike.
@@ -104,6 +105,14 @@ def one_round(method: str) -> tuple[dict[str, float], list[tuple[str, str, str, 
         began = time.monotonic()
         node2.kill()
         if method == "manual":
+            # as an admin does: once DRBD has noticed the peer gone (hanode refuses while
+            # it still sees a Primary peer), a forced start: node2 was the last active node
+            lab.wait_for(
+                lambda: lab.must(node1, "drbdadm cstate srv").stdout.strip() != "Connected",
+                60,
+                "DRBD on node1 noticing node2 gone",
+                interval=0.2,
+            )
             lab.must(node1, "hanode start --force", timeout=600)
         figures["crash served"] = watch.first("node1", began)
         pacemaker.settle(node1)
