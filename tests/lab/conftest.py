@@ -7,11 +7,13 @@ import os
 import signal
 import time
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 import pytest
 from hanodelab import lab
+from hanodelab.image import PLAIN
 from hanodelab.paths import BUILD, LOGS
 from hanodelab.qga import AgentError
 
@@ -79,17 +81,25 @@ def pytest_runtest_makereport(
 @pytest.fixture(scope="session")
 def the_lab() -> Iterator[dict[str, Any]]:
     """The lab up for the whole session (brought down after, unless it was up before)."""
-    was_up = bool(lab.load_state().get("ready"))
-    # A CI timeout's SIGTERM tears the lab down like Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        state = lab.up()
+    with _session_lab(PLAIN) as (state, was_up):
         _SUMMARY.lab = {
             "timings": state.get("timings", {}),
             "deb": state.get("deb"),
             "already up": was_up,
         }
         yield state
+
+
+@contextmanager
+def _session_lab(profile: str) -> Iterator[tuple[dict[str, Any], bool]]:
+    """The lab of ``profile`` up, and whether it was before; on leaving, the summary
+    written and the lab brought down unless it was up before (or HANODE_LAB_KEEP is set).
+    A CI timeout's SIGTERM tears the lab down like Ctrl-C does."""
+    before = lab.load_state()
+    was_up = bool(before.get("ready")) and before.get("profile", PLAIN) == profile
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield lab.up(profile), was_up
     finally:
         _SUMMARY.write()
         if not was_up and not os.environ.get("HANODE_LAB_KEEP"):
@@ -106,18 +116,9 @@ def pacemaker_lab() -> Iterator[dict[str, Any]]:
     """The lab's "pacemaker" profile up for the rest of the session (a plain lab that is up
     is brought down first: the pacemaker scenarios run last, see
     pytest_collection_modifyitems); brought down after, unless it was up before."""
-    state = lab.load_state()
-    was_up = bool(state.get("ready")) and state.get("profile") == "pacemaker"
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        state = lab.up("pacemaker")
+    with _session_lab("pacemaker") as (state, _):
         _SUMMARY.lab["pacemaker timings"] = state.get("timings", {})
         yield state
-    finally:
-        _SUMMARY.write()
-        if not was_up and not os.environ.get("HANODE_LAB_KEEP"):
-            lab.down(quiet=True)
-        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture

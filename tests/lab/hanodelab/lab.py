@@ -295,8 +295,13 @@ def current_image() -> image.Image:
     state = load_state()
     if not state.get("ready"):
         raise LabError("the lab is not up: run `tests/lab/labctl up` first")
-    paths = (Path(state["image"][key]) for key in ("root", "kernel", "initrd"))
-    return image.Image(*paths, image.MEMORY[state.get("profile", image.PLAIN)])
+    paths = state["image"]
+    return image.Image(
+        Path(paths["root"]),
+        Path(paths["kernel"]),
+        Path(paths["initrd"]),
+        image.MEMORY[state.get("profile", image.PLAIN)],
+    )
 
 
 def reset() -> float:
