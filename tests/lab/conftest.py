@@ -126,12 +126,7 @@ def pacemaker_scenario(
     pacemaker_lab: dict[str, Any], request: pytest.FixtureRequest
 ) -> Iterator[dict[str, Any]]:
     """Both nodes back at the state after `up --pacemaker`, and this scenario's record."""
-    record = _SUMMARY.scenario(request.node.name)
-    record["steps"]["reset"] = round(lab.reset(), 1)
-    yield record
-    _SUMMARY.write()
-    if request.node.stash.get(FAILED, False):
-        _keep_journals(request.node.name)
+    yield from _reset_and_record(request)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -143,6 +138,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def scenario(the_lab: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """Both nodes back at the state after up (node1 active), and this scenario's record."""
+    yield from _reset_and_record(request)
+
+
+def _reset_and_record(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The lab that is up reset to its snapshot; the scenario's record, written after it,
+    with both nodes' journals kept if it failed."""
     record = _SUMMARY.scenario(request.node.name)
     record["steps"]["reset"] = round(lab.reset(), 1)
     yield record
