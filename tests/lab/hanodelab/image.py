@@ -39,7 +39,7 @@ class Image:
     root: Path
     kernel: Path
     initrd: Path
-    memory: int = 512
+    memory: int
 
 
 def packages(profile: str = PLAIN) -> list[str]:

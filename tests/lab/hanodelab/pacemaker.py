@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 
 from hanodelab import lab
 from hanodelab.progress import Progress
@@ -19,16 +18,6 @@ from hanodelab.vm import Node
 
 FILES = lab.PROVISION / "pacemaker"
 SETTLE_TIMEOUT = 600
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where Pacemaker has a resource: the nodes it is active on and its role there."""
-
-    resource: str
-    nodes: tuple[str, ...]
-    role: str
-    failed: bool
 
 
 def crm_mon(target: Node) -> ET.Element:
@@ -53,27 +42,15 @@ def online(target: Node) -> set[str]:
     }
 
 
-def placements(target: Node) -> dict[str, list[Placement]]:
-    """Each primitive's instances (a clone has one per node): its nodes and role."""
-    found: dict[str, list[Placement]] = {}
-    for resource in crm_mon(target).iter("resource"):
-        name = resource.get("id", "").split(":")[0]
-        found.setdefault(name, []).append(
-            Placement(
-                resource=name,
-                nodes=tuple(node.get("name", "") for node in resource.iterfind("node")),
-                role=resource.get("role", ""),
-                failed=resource.get("failed") == "true",
-            )
-        )
-    return found
-
-
 def where(target: Node, resource: str) -> str | None:
-    """The node a primitive is active on (Started, or Promoted for the DRBD clone)."""
-    for placement in placements(target).get(resource, []):
-        if placement.role in ("Started", "Promoted", "Master") and placement.nodes:
-            return placement.nodes[0]
+    """The node a primitive is active on (Started, or Promoted for the DRBD clone; a
+    clone's instances are listed as RESOURCE:N, one per node)."""
+    for element in crm_mon(target).iter("resource"):
+        if element.get("id", "").split(":")[0] != resource:
+            continue
+        nodes = [node.get("name", "") for node in element.iterfind("node")]
+        if element.get("role") in ("Started", "Promoted", "Master") and nodes:
+            return nodes[0]
     return None
 
 
