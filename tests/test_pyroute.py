@@ -1,0 +1,130 @@
+"""hanode.system.pyroute: pyroute2's IPRoute without the package's plugin scan.
+
+Each case runs in a fresh interpreter (what is imported is the point). The real
+pyroute2 of this machine (Debian's python3-pyroute2) for the lean path and its
+completion; a package made here for the fallback, since the real one never fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TOP = Path(__file__).resolve().parent.parent
+
+pytest.importorskip("pyroute2")
+
+
+def run_python(code: str, *path: Path) -> Any:
+    """Run ``code`` in a fresh interpreter with hanode (and ``path``) importable; its
+    last stdout line as JSON."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (*path, TOP))}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_iproute_loads_without_the_plugin_scan_and_works() -> None:
+    found = run_python(
+        """
+        import json, sys
+        from hanode.system import pyroute
+        IPRoute = pyroute.iproute_class()
+        with IPRoute() as ipr:
+            names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+        print(json.dumps({
+            "lean": pyroute.lean(),
+            "module": IPRoute.__module__,
+            "names": names,
+            "metadata": "importlib.metadata" in sys.modules,
+            "ndb": any(m.startswith("pyroute2.ndb") for m in sys.modules),
+            "error": pyroute.netlink_error().__module__,
+        }))
+        """
+    )
+    assert found["lean"] is True
+    assert found["module"] == "pyroute2.iproute.linux"
+    assert "lo" in found["names"]  # a real netlink dump of this namespace
+    # what the package's __init__ loads: the entry-point scan and NDB
+    assert not found["metadata"] and not found["ndb"]
+    assert found["error"] == "pyroute2.netlink.exceptions"
+
+
+def test_the_lean_package_completes_itself_for_any_later_user() -> None:
+    found = run_python(
+        """
+        import json
+        from hanode.system import pyroute
+        Lean = pyroute.iproute_class()
+        from pyroute2 import IPRoute, NetNS  # noqa: F401  (NetNS: defined by __init__ only)
+        import pyroute2
+        print(json.dumps({"same": IPRoute is Lean, "version": pyroute2.__version__,
+                          "all": len(pyroute2.__all__)}))
+        """
+    )
+    whole = run_python(
+        """
+        import json, pyroute2
+        print(json.dumps({"version": pyroute2.__version__, "all": len(pyroute2.__all__)}))
+        """
+    )
+    assert found["same"] is True
+    assert (found["version"], found["all"]) == (whole["version"], whole["all"])
+
+
+def test_a_pyroute2_imported_before_is_used_as_it_is() -> None:
+    found = run_python(
+        """
+        import json
+        import pyroute2
+        from hanode.system import pyroute
+        print(json.dumps({"lean": pyroute.lean(),
+                          "same": pyroute.iproute_class() is pyroute2.IPRoute}))
+        """
+    )
+    assert found == {"lean": False, "same": True}
+
+
+def test_a_package_that_needs_its_init_is_imported_whole(tmp_path: Path) -> None:
+    # A pyroute2 whose iproute.linux only works after the package's __init__ ran: the
+    # lean import fails, every module it left is dropped, the ordinary import follows.
+    package = tmp_path / "pyroute2"
+    (package / "iproute").mkdir(parents=True)
+    (package / "netlink").mkdir()
+    (package / "__init__.py").write_text("INIT_RAN = True\n")
+    (package / "iproute" / "__init__.py").write_text("")
+    (package / "iproute" / "linux.py").write_text(
+        "import sys\n"
+        "if not sys.modules['pyroute2'].__dict__.get('INIT_RAN'):\n"
+        "    raise ImportError('needs the package __init__')\n"
+        "class IPRoute:\n    pass\n"
+    )
+    (package / "netlink" / "__init__.py").write_text("")
+    found = run_python(
+        """
+        import json, sys
+        from hanode.system import pyroute
+        IPRoute = pyroute.iproute_class()
+        print(json.dumps({"lean": pyroute.lean(), "file": sys.modules["pyroute2"].__file__,
+                          "init": sys.modules["pyroute2"].INIT_RAN,
+                          "module": IPRoute.__module__}))
+        """,
+        tmp_path,
+    )
+    assert found["lean"] is False
+    assert found["init"] is True
+    assert found["file"] == str(package / "__init__.py")
+    assert found["module"] == "pyroute2.iproute.linux"
