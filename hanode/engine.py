@@ -486,41 +486,54 @@ class Engine:
 
 
 class _Preflight:
-    """The resources' preflight checks of a start, in a thread beside the first steps
-    (the DRBD wait), so that the refusal they may find costs no time of its own.
+    """The resources' preflight checks of a start, each in its own thread beside the first
+    steps (the DRBD wait), so that the refusal they may find costs no time of its own.
+
+    Side by side, not one after the other: the duplicate-address probe spends its second
+    listening and the units' checks wait on systemd's answers, so the verdict comes after
+    the longest of them, not their sum. A refusal is reported for the first resource (in
+    start order) that found one, whichever thread ended first.
 
     They begin when the first step is about to act (``begin``), or when the verdict is
     asked for: a start that finds every step done already runs none of them.
     """
 
     def __init__(self, resources: Sequence[Resource[Any]], ctx: Context) -> None:
-        self._refusal: Refused | None = None
         # quiet: its progress would interleave with the step's on the terminal
         self._ctx = dataclasses.replace(ctx, progress=None, preflight_verdict=None)
-        self._resources = list(resources)
-        self._thread = threading.Thread(target=self._run, name="hanode-preflight", daemon=True)
+        checking = [r for r in resources if type(r).preflight is not Resource.preflight]
+        self._refusals: dict[int, Refused] = {}
+        self._threads = [
+            threading.Thread(
+                target=self._check,
+                args=(index, resource),
+                name=f"hanode-preflight-{resource.name}",
+                daemon=True,
+            )
+            for index, resource in enumerate(checking)
+        ]
 
     def begin(self) -> None:
-        """Start the checks in their thread, once."""
-        if self._thread.ident is None:
-            self._thread.start()
+        """Start the checks in their threads, once."""
+        for thread in self._threads:
+            if thread.ident is None:
+                thread.start()
 
-    def _run(self) -> None:
-        for resource in self._resources:
-            try:
-                resource.preflight(self._ctx)
-            except Refused as err:
-                self._refusal = err
-                return
-            except Exception as err:
-                logger.warning("%s: preflight check failed: %s", resource.name, _why(err))
+    def _check(self, index: int, resource: Resource[Any]) -> None:
+        try:
+            resource.preflight(self._ctx)
+        except Refused as err:
+            self._refusals[index] = err
+        except Exception as err:
+            logger.warning("%s: preflight check failed: %s", resource.name, _why(err))
 
     def verdict(self) -> None:
         """Wait for the checks; Refused if one found the cluster active elsewhere."""
         self.begin()
-        self._thread.join()
-        if self._refusal is not None:
-            raise self._refusal
+        for thread in self._threads:
+            thread.join()
+        if self._refusals:
+            raise self._refusals[min(self._refusals)]
 
 
 def safe_probe(resource: Resource[Any]) -> Status:

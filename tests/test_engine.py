@@ -623,6 +623,51 @@ def test_the_preflight_begins_with_the_first_step_that_acts(workdir: Path) -> No
     assert markers(workdir) == ["drbd"]
 
 
+class Rendezvous(Marker):
+    """Its preflight says it began, then waits for another's to begin too: both finish only
+    when they run side by side (one after the other, the first would wait in vain)."""
+
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        *,
+        began: threading.Event,
+        other: threading.Event,
+        linger: float = 0.0,
+    ) -> None:
+        super().__init__(name, directory)
+        self.began = began
+        self.other = other
+        self.linger = linger
+
+    def preflight(self, ctx: Context) -> None:
+        self.began.set()
+        met = self.other.wait(10)
+        time.sleep(self.linger)  # so that the other one's refusal comes first
+        self._note("met" if met else "alone")
+        raise Refused(f"{self.name} found the cluster active elsewhere")
+
+
+def test_the_preflight_checks_run_side_by_side_and_the_first_in_order_refuses(
+    workdir: Path,
+) -> None:
+    address_began, services_began = threading.Event(), threading.Event()
+    address = Rendezvous("address", workdir, began=address_began, other=services_began, linger=0.3)
+    services = Rendezvous("services", workdir, began=services_began, other=address_began)
+    promoting = Promoting("drbd", workdir)
+    with pytest.raises(Refused) as caught:
+        engine_of(workdir, promoting, address, services).start(Context())
+    # both checks met: neither waited for the other to end first
+    assert sorted(journal(workdir)) == ["met address", "met services", "prepare drbd"]
+    # services' refusal came first; the one reported is the step first in start order
+    assert journal(workdir).index("met services") < journal(workdir).index("met address")
+    assert caught.value.message == (
+        "start refused at drbd: address found the cluster active elsewhere"
+    )
+    assert markers(workdir) == []
+
+
 def test_only_the_main_thread_counts_deferred_sections() -> None:
     """Signals reach the main thread only: another thread's deferred section (a probe or
     preflight thread spawning a command) must neither defer the main thread's signal nor
