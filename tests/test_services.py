@@ -186,6 +186,50 @@ def test_start_in_order_each_waited_for_and_stop_in_reverse(box: Any) -> None:
     assert drive(box, "probe", *units)["result"]["state"] == "down"
 
 
+_STATES = """
+import json, sys
+from hanode.system.dbus import Systemd
+with Systemd.connect() as bus:
+    infos = bus.states(sys.argv[1:], file_state=True)
+print(json.dumps([[i.name, i.load_state, i.active_state.value, i.sub_state, i.unit_file_state]
+                  for i in infos]))
+"""
+
+
+@pytest.mark.systemd
+def test_the_states_read_in_one_call_are_systemctls(box: Any) -> None:
+    """Systemd.states (ListUnitsByNames + UnitFileState) against `systemctl show`: a
+    running unit, an inactive one, an enabled one, a missing one, and an alias (systemd
+    answers it under the name it aliases: it keeps the name asked for)."""
+    alias = "hanode-test-alias.service"
+    box.run(["ln", "-s", f"/etc/systemd/system/{FIRST}", f"/etc/systemd/system/{alias}"])
+    box.run(["systemctl", "daemon-reload"])
+    box.run(["systemctl", "start", FIRST])
+    units = [FIRST, SECOND, ENABLED, MISSING, alias]
+    result = box.run(["/usr/bin/python3", "-c", _STATES, *units], check=False)
+    assert result.returncode == 0, result.stderr
+    read = json.loads(result.stdout)
+    expected = []
+    for unit in units:
+        shown = show(box, unit)
+        expected.append(
+            [
+                unit,
+                shown["LoadState"],
+                shown["ActiveState"],
+                shown["SubState"],
+                shown.get("UnitFileState", ""),  # not shown when empty
+            ]
+        )
+    assert read == expected
+    assert [row[1:4] for row in read[:2]] == [
+        ["loaded", "active", "running"],
+        ["loaded", "inactive", "dead"],
+    ]
+    assert read[2][4] == "enabled" and read[3][1] == "not-found"
+    assert read[4][1:4] == ["loaded", "active", "running"]  # FIRST's, under the alias
+
+
 @pytest.mark.systemd
 def test_start_and_stop_twice_change_nothing_the_second_time(box: Any) -> None:
     units = (FIRST, SECOND)

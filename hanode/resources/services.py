@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import TYPE_CHECKING
@@ -102,7 +104,7 @@ class Services(Resource[ServicesConfig]):
         """Each unit's ActiveState/SubState; UNKNOWN when systemd cannot be asked."""
         try:
             with _connect() as bus:
-                infos = [bus.unit(unit, service=False) for unit in self.config.units]
+                infos = bus.states(self.config.units, file_state=True)
         except HanodeError as err:
             return Status(State.UNKNOWN, str(err))
         details = {
@@ -125,7 +127,7 @@ class Services(Resource[ServicesConfig]):
         """One line per unit a start would start, in order."""
         try:
             with _connect() as bus:
-                infos = [bus.unit(unit) for unit in self.config.units]
+                infos = bus.states(self.config.units)
         except HanodeError as err:
             return self._blind_plan("start", self.config.units, err)
         return [
@@ -139,7 +141,7 @@ class Services(Resource[ServicesConfig]):
         units = list(reversed(self.config.units))
         try:
             with _connect() as bus:
-                infos = [bus.unit(unit) for unit in units]
+                infos = bus.states(units)
         except HanodeError as err:
             return self._blind_plan("stop", units, err)
         return [
@@ -159,11 +161,11 @@ class Services(Resource[ServicesConfig]):
         """Every managed unit exists, is disabled at boot and is not tied to hanode's unit."""
         try:
             with _connect() as bus:
-                primary = bus.unit(HANODE_UNIT)
+                primary = bus.unit(HANODE_UNIT, service=False)
                 return [
                     finding
                     for unit in self.config.units
-                    for finding in _findings_from_bus(bus, bus.unit(unit), primary)
+                    for finding in _findings_from_bus(bus, _full(bus, unit), primary)
                 ]
         except HanodeError as err:
             message = f"cannot ask systemd about the units: {err.message}"
@@ -190,7 +192,7 @@ class Services(Resource[ServicesConfig]):
             if not self._preflight_passed:
                 self._refuse(bus, ctx)
             for unit in self.config.units:
-                info = bus.unit(unit, service=False)
+                (info,) = bus.states([unit])  # now: an earlier unit may have pulled it in
                 if info.active_state.is_up:
                     log.info("%s is already %s", unit, _state(info))
                     continue
@@ -200,7 +202,7 @@ class Services(Resource[ServicesConfig]):
         """Stop the units in reverse order; those already down are skipped."""
         with _connect() as bus:
             for unit in reversed(self.config.units):
-                info = bus.unit(unit, service=False)
+                (info,) = bus.states([unit])  # now: stopping a later unit may stop it too
                 if info.active_state.is_down or info.load_state == "not-found":
                     log.info("%s is already %s", unit, _state(info))
                     continue
@@ -224,7 +226,7 @@ class Services(Resource[ServicesConfig]):
                     outcome = bus.stop(unit, timeout=timeout, progress=show)
         except JobTimeout as err:
             raise StepFailed(_with_journal(err.message, unit, since), err.hint) from err
-        info = bus.unit(unit, service=False)
+        (info,) = bus.states([unit])
         reached = info.active_state.is_up if verb == "start" else info.active_state.is_down
         if outcome.done and reached:
             log.info("%s: %s done in %.2fs, now %s", unit, verb, outcome.seconds, _state(info))
@@ -236,9 +238,9 @@ class Services(Resource[ServicesConfig]):
 
     def _refuse(self, bus: Systemd, ctx: Context) -> None:
         """Raise Refused for what check calls an error; --force passes all but missing units."""
-        primary = bus.unit(HANODE_UNIT)
+        primary = bus.unit(HANODE_UNIT, service=False)
         for unit in self.config.units:
-            info = bus.unit(unit)
+            info = _full(bus, unit)
             for finding in _findings_from_bus(bus, info, primary):
                 if finding.level is not Level.ERROR:
                     continue
@@ -248,11 +250,42 @@ class Services(Resource[ServicesConfig]):
                 raise Refused(finding.message, finding.hint)
 
 
-def _connect() -> Systemd:
-    """A connection to systemd; the D-Bus library is imported only by what talks to it."""
-    from hanode.system.dbus import Systemd
+_kept: list[Systemd] = []  # the main thread's connection to systemd, once opened
 
-    return Systemd.connect()
+
+@contextmanager
+def _connect() -> Iterator[Systemd]:
+    """The run's connection to systemd, opened at first use and kept: the status probe,
+    the step and the probe after it ask on one connection (the main thread's; another
+    thread, the preflight's, has its own for its duration). One that failed, or that an
+    exception other than hanode's own verdicts cut mid-call (a signal), is closed and
+    forgotten: the next use connects again. The D-Bus library is imported only by what
+    talks to systemd."""
+    from hanode.system.dbus import BusError, Systemd
+
+    main = threading.current_thread() is threading.main_thread()
+    if main and _kept:
+        bus = _kept[0]
+    else:
+        bus = Systemd.connect()
+        if main:
+            _kept.append(bus)
+    try:
+        yield bus
+    except BaseException as err:
+        if main and (isinstance(err, BusError) or not isinstance(err, HanodeError)):
+            _kept.clear()
+            bus.close()
+        raise
+    finally:
+        if not main:
+            bus.close()
+
+
+def _full(bus: Systemd, unit: str) -> UnitInfo:
+    """Everything check needs of ``unit``; the service section only for Debian's
+    PostgreSQL umbrella, the one unit whose findings read it."""
+    return bus.unit(unit, service=unit == _PG_UMBRELLA)
 
 
 def _state(info: UnitInfo) -> str:
