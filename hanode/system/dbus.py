@@ -295,11 +295,12 @@ class Systemd:
             need_daemon_reload=bool(props.get("NeedDaemonReload", False)),
         )
 
-    def states(self, units: Sequence[str], *, file_state: bool = False) -> list[UnitInfo]:
+    def states(self, units: Sequence[str]) -> list[UnitInfo]:
         """Each unit's LoadState, ActiveState and SubState, in one call for all of them
         (ListUnitsByNames: systemd loads a unit it has not yet, as LoadUnit does; its reply
-        is a line per unit where GetAll's is a hundred properties). With ``file_state``,
-        also each one's UnitFileState (a small Get each); the dependencies, the load error
+        is a line per unit where GetAll's is a hundred properties, among them the
+        UnitFileState, for which systemd reads the unit directories: in the lab's guests
+        13 ms for two units against 95). The file state, the dependencies, the load error
         and the service's settings are left empty: ``unit`` reads those."""
         if not units:
             return []
@@ -319,18 +320,10 @@ class Systemd:
                     load_state=str(entry[2]),
                     active_state=_active_state(unit, entry[3]),
                     sub_state=str(entry[4]),
-                    unit_file_state=(
-                        str(self._property(str(entry[6]), UNIT, "UnitFileState"))
-                        if file_state
-                        else ""
-                    ),
+                    unit_file_state="",
                 )
             )
         return infos
-
-    def _property(self, path: str, interface: str, name: str) -> Any:
-        (value,) = self._call(path, PROPERTIES, "Get", "ss", (interface, name))
-        return value[1]  # jeepney gives the variant as (signature, value)
 
     def units_matching(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
         """(name, ActiveState) of the loaded units whose names match the glob patterns."""
