@@ -26,9 +26,8 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from fnmatch import fnmatch
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from hanode.config import Table, describe, first_duplicate
 from hanode.errors import HanodeError, Refused, StepFailed
@@ -51,8 +50,7 @@ _PG_CLUSTERS = "postgresql@*.service"
 UNIT_SUFFIXES = (".service", ".socket", ".target", ".mount", ".timer", ".path", ".scope")
 
 
-@dataclass(frozen=True)
-class ServicesConfig:
+class ServicesConfig(NamedTuple):
     """The [services] section."""
 
     units: tuple[str, ...]
