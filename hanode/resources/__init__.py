@@ -51,7 +51,8 @@ NO_DETAILS: Mapping[str, object] = MappingProxyType({})
 
 
 class Status(NamedTuple):
-    """The outcome of a probe: a state, one line for people, details for --json."""
+    """The outcome of a probe: a state, one line for people, details for --json (a
+    read-only mapping when the probe gave none: dict() it to extend or to dump it)."""
 
     state: State
     summary: str
