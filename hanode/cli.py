@@ -357,7 +357,7 @@ def _status_document(
                 "name": resource.name,
                 "state": status.state.value,
                 "summary": status.summary,
-                "details": status.details,
+                "details": dict(status.details),  # its own copy: --arp adds to it
                 "probe_seconds": round(seconds, 4),
             }
             for resource, status, seconds in probes

@@ -1,4 +1,4 @@
-"""hanode.toml → frozen dataclasses, with one-line errors naming file, line and key.
+"""hanode.toml → NamedTuples, with one-line errors naming file, line and key.
 
 Every section is optional; what is absent is not managed. A config cannot hurt: it is
 read only if it is a regular file of at most MAX_CONFIG_BYTES reached through no symlink
@@ -20,10 +20,10 @@ import stat
 import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
 from hanode.errors import ConfigError
@@ -42,12 +42,11 @@ MAX_LINE_CHARS = 4096
 _CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """The parsed hanode.toml: each configured section's settings, in start order."""
 
     path: Path
-    settings: Mapping[str, object] = field(default_factory=dict)  # section -> its config
+    settings: Mapping[str, object] = MappingProxyType({})  # section -> its config
     peer: PeerConfig | None = None  # [peer]: how to reach the other node (not a step)
 
     def sections(self) -> list[str]:
@@ -291,12 +290,11 @@ _ADDRESS_RE = r"[A-Za-z0-9][A-Za-z0-9.:-]*"
 _USER_RE = r"[a-z_][a-z0-9_-]{0,31}"
 
 
-@dataclass(frozen=True)
-class PeerConfig:
+class PeerConfig(NamedTuple):
     """[peer]: the two nodes and how one reaches the other's hanode over SSH."""
 
     nodes: tuple[str, str]
-    addresses: Mapping[str, str] = field(default_factory=dict)  # node -> ssh destination
+    addresses: Mapping[str, str] = MappingProxyType({})  # node -> ssh destination
     user: str = "root"
     identity: str = "/etc/hanode/peer_ed25519"
     connect_timeout: int = 5

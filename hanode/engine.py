@@ -13,7 +13,6 @@ The run directory and everything in it are opened from / without following symli
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import json
@@ -25,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -71,8 +69,7 @@ class Result(StrEnum):
         return logging.INFO
 
 
-@dataclass(frozen=True)
-class StepReport:
+class StepReport(NamedTuple):
     """One step of a run: what it did and how it ended, in how many seconds."""
 
     step: str
@@ -82,18 +79,43 @@ class StepReport:
     message: str = ""
 
 
-@dataclass
 class RunReport:
-    """What a start or stop did, step by step; written to the state dir for status."""
+    """What a start or stop did, step by step; written to the state dir for status.
 
-    verb: Action
-    started_at: float
-    steps: list[StepReport] = field(default_factory=list)
-    seconds: float = 0.0
-    ok: bool = False
+    Filled in as the run goes: each step as it ends, then the seconds and whether it succeeded.
+    """
+
+    __slots__ = ("ok", "seconds", "started_at", "steps", "verb")
+
+    def __init__(
+        self,
+        verb: Action,
+        started_at: float,
+        steps: list[StepReport] | None = None,
+        seconds: float = 0.0,
+        ok: bool = False,
+    ) -> None:
+        self.verb = verb
+        self.started_at = started_at
+        self.steps: list[StepReport] = [] if steps is None else steps
+        self.seconds = seconds
+        self.ok = ok
+
+    def __repr__(self) -> str:
+        return (
+            f"RunReport(verb={self.verb!r}, started_at={self.started_at!r}, "
+            f"steps={self.steps!r}, seconds={self.seconds!r}, ok={self.ok!r})"
+        )
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        """The report as last-start.json and last-stop.json keep it."""
+        return {
+            "verb": self.verb,
+            "started_at": self.started_at,
+            "steps": [step._asdict() for step in self.steps],
+            "seconds": self.seconds,
+            "ok": self.ok,
+        }
 
 
 class PlanLine(NamedTuple):
@@ -271,7 +293,7 @@ class Engine:
         with interrupt.guarded() as guard, self.locked() as base:
             try:
                 checks = _Preflight(self.resources, ctx)
-                ctx = dataclasses.replace(ctx, preflight_verdict=checks.verdict)
+                ctx = ctx._replace(preflight_verdict=checks.verdict)
                 with guard.interruptible():
                     for resource in self.resources:
                         self._start_one(resource, ctx, report, started, checks)
@@ -500,7 +522,7 @@ class _Preflight:
 
     def __init__(self, resources: Sequence[Resource[Any]], ctx: Context) -> None:
         # quiet: its progress would interleave with the step's on the terminal
-        self._ctx = dataclasses.replace(ctx, progress=None, preflight_verdict=None)
+        self._ctx = ctx._replace(progress=None, preflight_verdict=None)
         checking = [r for r in resources if type(r).preflight is not Resource.preflight]
         self._refusals: dict[int, Refused] = {}
         self._threads = [

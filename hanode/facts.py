@@ -8,7 +8,6 @@ libraries: worth aligning). Reading changes nothing; a tool that is absent gives
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -35,13 +34,12 @@ _TOOL_TIMEOUT = 30.0
 
 
 def plain(value: object) -> Any:
-    """A config value as JSON data: dataclasses as objects, tuples as lists, enums by value,
-    anything else that is not a JSON scalar (an IP interface, a path) as its text."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            field.name.replace("_", "-"): plain(getattr(value, field.name))
-            for field in dataclasses.fields(value)
-        }
+    """A config value as JSON data: records (NamedTuples) as objects keyed as hanode.toml
+    names their keys, other tuples as lists, enums by value, anything else that is not a
+    JSON scalar (an IP interface, a path) as its text."""
+    fields: tuple[str, ...] | None = getattr(value, "_fields", None)
+    if isinstance(value, tuple) and fields is not None:
+        return {name.replace("_", "-"): plain(getattr(value, name)) for name in fields}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Mapping):

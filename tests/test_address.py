@@ -16,7 +16,7 @@ import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -1089,4 +1089,4 @@ def test_address_config_replace_keeps_types() -> None:
     loaded = parse(text, Path("t.toml")).of(AddressConfig)
     assert loaded is not None
     assert loaded == address_config()
-    assert replace(loaded, probe=False) == address_config(probe=False)
+    assert loaded._replace(probe=False) == address_config(probe=False)

@@ -10,7 +10,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -825,7 +824,7 @@ def test_a_namespace_living_on_the_filesystem_is_never_unmounted_under_it(
             before = table.read_text()
             assert [line.split()[4] for line in before.splitlines()] == ["/", "/cache"]
             with pytest.raises(StepFailed) as err:
-                Filesystem(replace(config, kill_holders=False)).stop(Context())
+                Filesystem(config._replace(kill_holders=False)).stop(Context())
             assert err.value.message == (
                 f"{loop} is still mounted on / in the mount namespace of pid {rooted.pid} "
                 "(python3): it is the root of that namespace (kill-holders is false), "

@@ -1,6 +1,7 @@
 """What a run imports: `hanode status`, and a start or stop with nothing to do, load no
 library they do not use (the netlink library, the TOML writer, psutil, the journal's
-bindings), so that a status answers in the time of the interpreter and hanode's own code.
+bindings, the dataclasses machinery), so that a status answers in the time of the
+interpreter and hanode's own code.
 
 No timings: each test reads the list of modules a run imported (python's -X importtime)."""
 
@@ -20,6 +21,10 @@ IMPORTTIME = {"PYTHONPROFILEIMPORTTIME": "1"}
 # Never on these paths: pyroute2 (only start and stop change the address through it),
 # tomlkit (only import-drbdlinks writes TOML), psutil (not used at all any more).
 NEVER = {"pyroute2", "tomlkit", "psutil"}
+# Nor the standard library's dataclasses: its import pulls in inspect (ast, dis...), and
+# each dataclass compiles its methods with exec() when its module loads. hanode's records
+# on these paths are NamedTuples (a mutable one, the run report, a plain class).
+NO_DATACLASSES = {"dataclasses", "inspect"}
 # hanode's own modules that status never needs, each imported by the functions that do:
 # a start's DRBD decisions, the ARP/NA frames of the address, the /proc walks for holders
 # and for copies of mounts in other namespaces.
@@ -55,8 +60,9 @@ def _links_config(tmp_path: Path, *, linked: bool) -> Path:
 
 
 def _full_config(tmp_path: Path, *, address: bool) -> Path:
-    """Every section (the address only if asked); on a host without DRBD or systemd they
-    answer unknown, which is what status reports, having imported what it needs to ask."""
+    """Every section (the address only if asked) and [peer], as the lab's config has them;
+    on a host without DRBD or systemd they answer unknown, which is what status reports,
+    having imported what it needs to ask."""
     config = tmp_path / "full.toml"
     text = textwrap.dedent(
         f"""\
@@ -73,6 +79,10 @@ def _full_config(tmp_path: Path, *, address: bool) -> Path:
 
         [services]
         units = ["hanode-test-nothing.service"]
+
+        [peer]
+        nodes = ["node1", "node2"]
+        addresses = {{ node1 = "192.0.2.11", node2 = "192.0.2.12" }}
         """
     )
     if address:
@@ -92,6 +102,7 @@ def test_status_without_an_address_imports_no_netlink_nor_toml_writer(tmp_path: 
     assert {"hanode.system.drbdstate", "hanode.system.dbus"} <= modules, done.stderr[-3000:]
     assert not {name for name in modules if name.split(".")[0] in NEVER}, done.stderr[-3000:]
     assert not modules & NOT_FOR_STATUS, done.stderr[-3000:]
+    assert not modules & NO_DATACLASSES, done.stderr[-3000:]
 
 
 def test_status_with_an_address_reads_it_without_pyroute2(tmp_path: Path) -> None:
@@ -105,6 +116,27 @@ def test_status_with_an_address_reads_it_without_pyroute2(tmp_path: Path) -> Non
     assert "hanode.system.mountinfo" in modules, done.stderr[-3000:]
     assert not {name for name in modules if name.split(".")[0] in NEVER}, done.stderr[-3000:]
     assert not modules & NOT_FOR_STATUS, done.stderr[-3000:]
+    assert not modules & NO_DATACLASSES, done.stderr[-3000:]
+
+
+def test_a_dry_run_of_start_or_stop_imports_no_dataclasses(tmp_path: Path) -> None:
+    """Every section planned, the address's included (its plan imports announce)."""
+    config = _full_config(tmp_path, address=True)
+    for verb in ("start", "stop"):
+        done = run_hanode(
+            "-c",
+            str(config),
+            "--insecure-config",
+            verb,
+            "--dry-run",
+            run_dir=tmp_path,
+            env=IMPORTTIME,
+        )
+        assert done.returncode == Exit.OK, done.stderr[-2000:]
+        assert "hanode-none0" in done.stdout, done.stdout  # the address was planned
+        modules = imported(done.stderr)
+        assert {"hanode.config", "hanode.engine"} <= modules, done.stderr[-3000:]
+        assert not modules & NO_DATACLASSES, f"{verb}: " + done.stderr[-3000:]
 
 
 def test_what_status_leaves_out_is_what_check_and_start_use(tmp_path: Path) -> None:
@@ -136,7 +168,7 @@ def test_a_start_and_a_stop_with_nothing_to_do_import_nothing_they_do_not_use(
         assert done.returncode == Exit.OK, done.stderr[-2000:]
         assert "skipped" in done.stderr
         modules = imported(done.stderr)
-        unused = NEVER | {"jeepney", "systemd"}
+        unused = NEVER | NO_DATACLASSES | {"jeepney", "systemd"}
         assert not {name for name in modules if name.split(".")[0] in unused}, done.stderr[-3000:]
 
 

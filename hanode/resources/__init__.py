@@ -19,9 +19,9 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from hanode.config import Config, Table
@@ -46,17 +46,20 @@ class Level(StrEnum):
     ERROR = "error"
 
 
-@dataclass(frozen=True)
-class Status:
-    """The outcome of a probe: a state, one line for people, details for --json."""
+# The details of a Status given none: read-only, so that no holder can fill the shared one.
+NO_DETAILS: Mapping[str, object] = MappingProxyType({})
+
+
+class Status(NamedTuple):
+    """The outcome of a probe: a state, one line for people, details for --json (a
+    read-only mapping when the probe gave none: dict() it to extend or to dump it)."""
 
     state: State
     summary: str
-    details: Mapping[str, object] = field(default_factory=dict)
+    details: Mapping[str, object] = NO_DETAILS
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """One line of ``hanode check``: what was found and, for problems, the fix."""
 
     level: Level
@@ -73,8 +76,7 @@ class ProgressLine(Protocol):
         """Replace the text shown after the step's label."""
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """What the admin asked for, handed to every resource action."""
 
     force: bool = False  # start: override the safety refusals (each override is logged)
@@ -128,7 +130,7 @@ class Resource(ABC, Generic[SettingsT]):
     - ``check()`` validates this node for the config without changing anything.
 
     A kind declares ``section`` (its table in hanode.toml, also its step name), ``order``
-    (its place in start; stop is the reverse), ``settings`` (the frozen dataclass its
+    (its place in start; stop is the reverse), ``settings`` (the NamedTuple its
     ``parse`` returns) and the budgets; the registry (``kinds()``) finds it by itself.
     """
 

@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -89,8 +88,7 @@ def parse_mac(text: str) -> bytes:
 IFNAMSIZ = 16  # the kernel's limit, NUL included: names and labels are <= 15 characters
 
 
-@dataclass(frozen=True)
-class AddressConfig:
+class AddressConfig(NamedTuple):
     """The [address] section."""
 
     ip: IPInterface
@@ -130,11 +128,11 @@ def _ip(table: Table) -> IPInterface:
     return ip
 
 
-@dataclass(frozen=True)
-class Interface:
+class Interface(NamedTuple):
     """One network interface as netlink lists it."""
 
-    index: int
+    # the field hides tuple.index, which nothing calls on a record (mypy objects to it)
+    index: int  # type: ignore[assignment]
     name: str
     flags: int
     mac: bytes | None  # None: no Ethernet address (tun, wireguard...)
@@ -148,11 +146,10 @@ class Interface:
         return bool(self.flags & IFF_LOWER_UP)
 
 
-@dataclass(frozen=True)
-class Assigned:
+class Assigned(NamedTuple):
     """One address on one interface as netlink lists it."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # hides tuple.index, as Interface's does
     ifname: str
     ip: IPInterface
     label: str | None  # IPv4 only

@@ -20,7 +20,6 @@ import re
 import stat
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -59,8 +58,7 @@ class DemoteFailure(StrEnum):
     REBOOT = "reboot"
 
 
-@dataclass(frozen=True)
-class DrbdConfig:
+class DrbdConfig(NamedTuple):
     """The [drbd] section."""
 
     resource: str

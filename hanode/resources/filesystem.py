@@ -23,7 +23,6 @@ import stat
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -66,8 +65,7 @@ class Fsck(StrEnum):
     ALWAYS = "always"  # fsck -f -p: a full check even when marked clean
 
 
-@dataclass(frozen=True)
-class FilesystemConfig:
+class FilesystemConfig(NamedTuple):
     """The [filesystem] section."""
 
     device: str

@@ -15,7 +15,6 @@ import os
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -30,16 +29,14 @@ SUFFIX = ".drbdlinks"  # drbdlinks' default suffix: the on-disk convention we sh
 ASIDE = ".hanode-"  # PATH.hanode-<timestamp>: what replaced a link, kept for the admin
 
 
-@dataclass(frozen=True)
-class LinkSpec:
+class LinkSpec(NamedTuple):
     """One symlink of the drbdlinks convention."""
 
     path: str  # the place services look at, e.g. /etc/apache2
     target: str  # where it lives on the replicated filesystem, e.g. /srv/etc-apache2
 
 
-@dataclass(frozen=True)
-class LinksConfig:
+class LinksConfig(NamedTuple):
     """The [links] section."""
 
     mountpoint: str

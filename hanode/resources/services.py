@@ -28,9 +28,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from fnmatch import fnmatch
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from hanode.config import Table, describe, first_duplicate
 from hanode.errors import HanodeError, Refused, StepFailed
@@ -53,8 +52,7 @@ _PG_CLUSTERS = "postgresql@*.service"
 UNIT_SUFFIXES = (".service", ".socket", ".target", ".mount", ".timer", ".path", ".scope")
 
 
-@dataclass(frozen=True)
-class ServicesConfig:
+class ServicesConfig(NamedTuple):
     """The [services] section."""
 
     units: tuple[str, ...]

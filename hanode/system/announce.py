@@ -48,7 +48,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 log = logging.getLogger("hanode.announce")
 
@@ -81,8 +81,7 @@ _NA = struct.Struct("!BBHI16sBB6s")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
-class Arp:
+class Arp(NamedTuple):
     """The fields of an Ethernet/IPv4 ARP packet that matter here."""
 
     op: int
@@ -92,15 +91,15 @@ class Arp:
     target_ip: ipaddress.IPv4Address
 
 
-@dataclass(frozen=True)
-class Announcement:
+class Announcement(NamedTuple):
     """What to announce where: ``count`` frames now, and ``count`` more later."""
 
     ifname: str
     ifindex: int
     mac: bytes
     ip: IPAddress
-    count: int
+    # the field hides tuple.count, which nothing calls on a record (mypy objects to it)
+    count: int  # type: ignore[assignment]
 
 
 def arp_frame(

@@ -9,8 +9,9 @@ start, stop's and check's plans, and the budgets import it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
+from typing import NamedTuple
 
 from hanode.errors import ConfigError
 from hanode.system.drbdstate import ConnState, DiskState, ParseError, ResourceState, Role
@@ -21,8 +22,7 @@ DEFAULT_TIMEOUT = 10  # s: hanode's wait for the peer when neither hanode.toml n
 # -- drbdadm get-gi (8.4 meta-data flags) ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MetaFlags:
+class MetaFlags(NamedTuple):
     """The flags of 8.4's meta-data, in the order ``get-gi`` prints them after the UUIDs."""
 
     consistent: bool
@@ -59,14 +59,13 @@ class TimeoutKind(StrEnum):
     OUTDATED_WFC = "outdated-wfc-timeout"
 
 
-@dataclass(frozen=True)
-class Timeouts:
+class Timeouts(NamedTuple):
     """The three waits, in seconds, each with where it came from."""
 
     wfc: int
     degr_wfc: int
     outdated_wfc: int
-    sources: Mapping[TimeoutKind, str] = field(default_factory=dict)
+    sources: Mapping[TimeoutKind, str] = MappingProxyType({})
 
     def seconds(self, kind: TimeoutKind) -> int:
         """The value for one kind."""
@@ -118,8 +117,7 @@ def _drbd_conf_timeout(kind: TimeoutKind, text: str, line: int) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class TimeoutChoice:
+class TimeoutChoice(NamedTuple):
     """The wait for the peer: which timeout, how long, and why that one."""
 
     kind: TimeoutKind
@@ -173,8 +171,7 @@ class Promotion(StrEnum):
     REFUSE = "refuse"
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The promotion decision, with everything the log must say about it."""
 
     promotion: Promotion

@@ -13,15 +13,14 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _PROC = "/proc"
 # Errors that mean "this process (or this fd of it) is gone or not ours to read".
 _VANISHED = (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError)
 
 
-@dataclass(frozen=True)
-class Holder:
+class Holder(NamedTuple):
     """A process holding one of the devices, and each way it holds it."""
 
     pid: int

@@ -10,16 +10,15 @@ hanode.system.mountinfo so that status, which never looks for copies, does not l
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hanode.system.mountinfo import MountEntry, parse_mountinfo, submounts
 
 _PROC = "/proc"
 
 
-@dataclass(frozen=True)
-class MountNamespace:
+class MountNamespace(NamedTuple):
     """A mount namespace with processes in it, named by one of them."""
 
     inode: int  # of /proc/PID/ns/mnt: the namespace's identity
@@ -31,8 +30,7 @@ class MountNamespace:
         return self.pids[0]
 
 
-@dataclass(frozen=True)
-class NamespaceCopy:
+class NamespaceCopy(NamedTuple):
     """A device's mounts in another mount namespace, as one process there sees them."""
 
     namespace: MountNamespace

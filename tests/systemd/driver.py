@@ -85,7 +85,7 @@ def main() -> int:
             out["result"] = {
                 "state": status.state.value,
                 "summary": status.summary,
-                "details": status.details,
+                "details": dict(status.details),  # an empty one is a read-only mapping
             }
         elif args.action == "check":
             out["result"] = [
