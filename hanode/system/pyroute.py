@@ -20,12 +20,15 @@ process) runs that ``__init__`` into it, as the ordinary import would have.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.machinery
 import importlib.util
 import logging
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -60,7 +63,7 @@ def lean() -> bool:
 
 
 def _module(name: str) -> ModuleType:
-    with _lock:
+    with _collector_paused(), _lock:
         loaded = sys.modules.get(name)
         if loaded is not None:
             return loaded
@@ -71,6 +74,20 @@ def _module(name: str) -> ModuleType:
                 log.debug("pyroute2 without its plugin scan failed (%s): importing it whole", err)
                 _forget()
         return importlib.import_module(name)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic collector off while pyroute2 loads: the import builds some 30,000
+    objects that live as long as the process (its modules, classes and message tables),
+    so the 35 collections it would trigger free nothing (a tenth of the import's time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _import_lean(name: str) -> ModuleType:
