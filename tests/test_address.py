@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -41,6 +42,7 @@ from hanode.resources.address import (
     scan,
     scan_json,
 )
+from hanode.run import SYSTEM_PATH
 from hanode.system import announce
 
 V4 = ipaddress.IPv4Interface("192.0.2.10/24")
@@ -639,6 +641,33 @@ def test_stop_before_the_second_burst_silences_it(pair: Pair) -> None:
     late = [when for when, _ in garps(frames, V4.ip) if when > stopped + 0.05]
     assert not late, "an address no longer ours was announced"
     assert garps(frames, V4.ip)  # the first frame did go out
+
+
+@pytest.mark.root
+def test_the_announcer_looks_once_per_burst_and_binds_in_between(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten frames in two bursts: the detached announcer asks `ip` once per burst whether
+    the address is still ours (a process each: they took a lab guest's CPU from the units
+    starting beside them), and a bind() before the other frames."""
+    logged = Path(f"/run/hanode-test-ip-{os.getpid()}")
+    logged.mkdir(mode=0o755)
+    try:
+        calls = logged / "calls"
+        wrapper = logged / "ip"
+        wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec /bin/ip "$@"\n')
+        wrapper.chmod(0o755)
+        monkeypatch.setenv("HANODE_PATH", f"{logged}:{SYSTEM_PATH}")
+        config = address_config(arp_count=5, probe=False)
+        with capture(pair) as cap:
+            node_start(pair, config)
+            before = calls.read_text().splitlines() if calls.exists() else []
+            frames = cap.collect(4.2)
+        after = calls.read_text().splitlines()[len(before) :]
+    finally:
+        shutil.rmtree(logged)
+    assert len(garps(frames, V4.ip)) == 10  # both bursts went out
+    assert len(after) == 2 and all("address" in line for line in after), after
 
 
 @pytest.mark.root

@@ -23,6 +23,7 @@ import errno
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -42,6 +43,9 @@ from hanode.run import CommandError, run, which
 log = logging.getLogger("hanode.address")
 
 # linux/if.h and linux/if_addr.h: stable kernel ABI, not worth importing pyroute2 for
+# the detached announcer looks (through `ip`) at most this often, so once per burst
+LOOK_EVERY = 1.0
+
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 IFA_F_SECONDARY = 0x01
@@ -425,6 +429,21 @@ def _ask_arp(link: Interface, ip: ipaddress.IPv4Address) -> bytes | None:
         ) from err
 
 
+def _bindable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool | None:
+    """Whether a socket can bind to ``ip``: False when the address is not on this host
+    (EADDRNOTAVAIL); None when bind says something else (then only a look can tell).
+    With net.ipv4.ip_nonlocal_bind=1 it is always True: the looks still catch a removal."""
+    import socket
+
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((str(ip), 0))
+    except OSError as err:
+        return False if err.errno == errno.EADDRNOTAVAIL else None
+    return True
+
+
 def _warm_netlink() -> None:
     """Import pyroute2 in the background: a start about to add the address needs it, and
     meanwhile waits (the duplicate probe listens, DRBD connects) leave the CPU idle."""
@@ -779,9 +798,16 @@ class FloatingAddress(Resource[AddressConfig]):
         log.info("announced %s on %s (%s)", config.ip.ip, link.name, format_mac(link.mac))
 
     def _still_ours(self, index: int) -> Callable[[], bool]:
+        """The detached announcer's question before each frame: is the address still
+        this node's? A full look (through `ip`: the interface, the label, not tentative,
+        not failed) at most every LOOK_EVERY seconds, so once per burst; between two, a
+        bind() to the address, which the kernel refuses (EADDRNOTAVAIL) the moment the
+        address is gone. A look is a process: one per frame cost a lab guest half a
+        second of CPU per announcement, taken from the services starting beside it."""
         config = self.config
+        looked = [-math.inf]
 
-        def still_ours() -> bool:
+        def looks_ours() -> bool:
             try:
                 found = look(config)
             except Exception:
@@ -793,6 +819,14 @@ class FloatingAddress(Resource[AddressConfig]):
                 and not exact.tentative
                 and not exact.dad_failed
             )
+
+        def still_ours() -> bool:
+            now = time.monotonic()
+            if now - looked[0] >= LOOK_EVERY:
+                looked[0] = now
+                return looks_ours()
+            bound = _bindable(config.ip.ip)
+            return looks_ours() if bound is None else bound
 
         return still_ours
 
