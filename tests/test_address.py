@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -548,6 +549,42 @@ def test_preflight_refuses_when_the_address_answers_elsewhere(pair: Pair) -> Non
         FloatingAddress(address_config()).preflight(Context())
     assert f"192.0.2.10 is in use: {pair.peer_mac} answers ARP for it" in caught.value.message
     assert not pair.node_has(V4)
+
+
+@pytest.mark.root
+def test_the_preflight_probes_while_it_looks(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The duplicate probe goes out at once; the look through `ip` (here made to take
+    1.5 s) runs meanwhile, and its answer still decides: another host's answer refuses."""
+    ip("-n", pair.peer, "address", "add", "192.0.2.10/24", "dev", "veth0")
+    slow = Path(f"/run/hanode-test-slow-ip-{os.getpid()}")
+    slow.mkdir(mode=0o755)
+    try:
+        wrapper = slow / "ip"
+        wrapper.write_text(
+            '#!/bin/sh\ncase "$*" in *address*show*) sleep 1.5;; esac\nexec /bin/ip "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        monkeypatch.setenv("HANODE_PATH", f"{slow}:{SYSTEM_PATH}")
+        frames: list[tuple[float, bytes]] = []
+        with capture(pair) as cap:
+            listening = threading.Thread(target=lambda: frames.extend(cap.collect(2.5)))
+            listening.start()
+            began = time.monotonic()
+            with inside(pair.node), pytest.raises(Refused) as caught:
+                FloatingAddress(address_config()).preflight(Context())
+            looked = time.monotonic() - began
+            listening.join()
+    finally:
+        shutil.rmtree(slow)
+    assert f"192.0.2.10 is in use: {pair.peer_mac} answers ARP" in caught.value.message
+    probes = [
+        when - began
+        for when, frame in frames
+        if (arp := announce.parse_arp(frame)) and arp.sender_ip.is_unspecified
+    ]
+    # the probe went out before the look ended (it stops at the first answer), and no
+    # second probe followed the look
+    assert looked >= 1.5 and probes and max(probes) < 1.0, (looked, probes)
 
 
 @pytest.mark.root

@@ -46,6 +46,7 @@ log = logging.getLogger("hanode.address")
 # the detached announcer looks (through `ip`) at most this often, so once per burst
 LOOK_EVERY = 1.0
 
+ARPHRD_ETHER = 1  # linux/if_arp.h: an Ethernet interface's hardware type
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 IFA_F_SECONDARY = 0x01
@@ -429,6 +430,48 @@ def _ask_arp(link: Interface, ip: ipaddress.IPv4Address) -> bytes | None:
         ) from err
 
 
+def _link_mac(ifname: str) -> bytes | None:
+    """The interface's Ethernet address, from a packet socket bound to it in this network
+    namespace (its name as the kernel gives it back); None when it has none, or there is
+    no such interface (the look says which)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:  # receives nothing
+            sock.bind((ifname, 0))
+            _name, _proto, _type, hatype, mac = sock.getsockname()
+    except OSError:
+        return None
+    return mac if hatype == ARPHRD_ETHER and len(mac) == 6 else None
+
+
+class _EarlyProbe:
+    """The duplicate probe in a thread of its own, begun before the look that says
+    whether its answer matters."""
+
+    def __init__(self, link: Interface, ip: ipaddress.IPv4Address) -> None:
+        self.mac = link.mac
+        self._holder: bytes | None = None
+        self._failure: StepFailed | None = None
+        self._thread = threading.Thread(
+            target=self._ask, args=(link, ip), name="hanode-arp-probe", daemon=True
+        )
+        self._thread.start()
+
+    def _ask(self, link: Interface, ip: ipaddress.IPv4Address) -> None:
+        try:
+            self._holder = _ask_arp(link, ip)
+        except StepFailed as err:
+            self._failure = err
+
+    def answer(self) -> bytes | None:
+        """The MAC that answered, once the probe is over; StepFailed if it could not run."""
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self._holder
+
+
 def _bindable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool | None:
     """Whether a socket can bind to ``ip``: False when the address is not on this host
     (EADDRNOTAVAIL); None when bind says something else (then only a look can tell).
@@ -528,15 +571,42 @@ class FloatingAddress(Resource[AddressConfig]):
     def preflight(self, ctx: Context) -> None:
         """Before anything changes: the floating IP answered by another host on the segment
         means the cluster is active elsewhere (a peer that took over while this node was
-        away): Refused, before DRBD is promoted, since a promotion alone forks the data."""
+        away): Refused, before DRBD is promoted, since a promotion alone forks the data.
+
+        The probe starts at once, with the interface's MAC from a packet socket bound to
+        it, and the look through `ip` (a process: a quarter of a second in a busy lab
+        guest) runs meanwhile: it says whether the answer matters (not when the address is
+        here already, or on an interface the step will refuse). The verdict comes when the
+        probe's second is over, not a look later."""
+        early = self._early_probe()
+        _warm_netlink()  # the step will add it: the import runs within the probe's wait
         found = self._scan()
         link = found.link
         if found.exact(self.config) is not None or link is None or self._interface_problems(found):
             return  # ours already, or the address step will say what is wrong
-        _warm_netlink()  # the step will add it: overlap the import with the probe's wait
-        if self._probes(link):
-            self._probe_duplicate(link, ctx)
-            self._probed_free = True
+        if not self._probes(link):
+            return
+        if early is not None and early.mac == link.mac:
+            holder = early.answer()
+        else:  # no early probe, or the MAC changed meanwhile: probe as the look says
+            holder = _ask_arp(link, self._v4_ip)
+        self._judge(holder, link, ctx)
+        self._probed_free = True
+
+    def _early_probe(self) -> _EarlyProbe | None:
+        if not (self._v4 and self.config.probe):
+            return None
+        mac = _link_mac(self.config.interface)
+        if mac is None:
+            return None
+        link = Interface(index=0, name=self.config.interface, flags=0, mac=mac)
+        return _EarlyProbe(link, self._v4_ip)
+
+    @property
+    def _v4_ip(self) -> ipaddress.IPv4Address:
+        ip = self.config.ip.ip
+        assert isinstance(ip, ipaddress.IPv4Address)  # _probes() made sure
+        return ip
 
     def _scan(self) -> AddressScan:
         """A look that changes nothing (no pyroute2 import where `ip` is installed)."""
@@ -684,14 +754,17 @@ class FloatingAddress(Resource[AddressConfig]):
         return self._v4 and self.config.probe and link.mac is not None
 
     def _probe_duplicate(self, link: Interface, ctx: Context) -> None:
-        assert link.mac is not None  # _probes() made sure
-        ip = self.config.ip.ip
-        assert isinstance(ip, ipaddress.IPv4Address)
+        ip = self._v4_ip
         with ctx.waiting(f"probing for another holder of {ip}") as line:
             line.update(f"ARP on {link.name}")
             holder = _ask_arp(link, ip)
+        self._judge(holder, link, ctx)
+
+    def _judge(self, holder: bytes | None, link: Interface, ctx: Context) -> None:
+        """Refused when another host answered ARP for the address (unless --force)."""
         if holder is None:
             return
+        ip = self.config.ip.ip
         mac = format_mac(holder)
         if ctx.force:
             log.warning("--force: taking %s although %s answers ARP for it", ip, mac)
