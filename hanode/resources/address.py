@@ -42,11 +42,12 @@ from hanode.run import CommandError, run, which
 # functions that send, listen or size those: status reads the address without it.
 log = logging.getLogger("hanode.address")
 
-# linux/if.h and linux/if_addr.h: stable kernel ABI, not worth importing pyroute2 for
 # the detached announcer looks (through `ip`) at most this often, so once per burst
 LOOK_EVERY = 1.0
 
-ARPHRD_ETHER = 1  # linux/if_arp.h: an Ethernet interface's hardware type
+# linux/if.h, linux/if_addr.h and linux/if_arp.h: stable kernel ABI, not worth importing
+# pyroute2 for
+ARPHRD_ETHER = 1  # an Ethernet interface's hardware type
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 IFA_F_SECONDARY = 0x01
@@ -878,7 +879,7 @@ class FloatingAddress(Resource[AddressConfig]):
         address is gone. A look is a process: one per frame cost a lab guest half a
         second of CPU per announcement, taken from the services starting beside it."""
         config = self.config
-        looked = [-math.inf]
+        looked = -math.inf  # when still_ours last looked
 
         def looks_ours() -> bool:
             try:
@@ -894,9 +895,10 @@ class FloatingAddress(Resource[AddressConfig]):
             )
 
         def still_ours() -> bool:
+            nonlocal looked
             now = time.monotonic()
-            if now - looked[0] >= LOOK_EVERY:
-                looked[0] = now
+            if now - looked >= LOOK_EVERY:
+                looked = now
                 return looks_ours()
             bound = _bindable(config.ip.ip)
             return looks_ours() if bound is None else bound
