@@ -1,4 +1,4 @@
-"""hanode.system.pyroute: pyroute2's IPRoute without the package's plugin scan.
+"""hanode.system.pyroute: pyroute2's rtnetlink socket without the package's plugin scan.
 
 Each case runs in a fresh interpreter (what is imported is the point). The real
 pyroute2 of this machine (Debian's python3-pyroute2) for the lean path and its
@@ -37,29 +37,33 @@ def run_python(code: str, *path: Path) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_iproute_loads_without_the_plugin_scan_and_works() -> None:
+def test_the_socket_loads_without_the_plugin_scan_nor_iproute_and_works() -> None:
     found = run_python(
         """
-        import json, sys
+        import json, socket, sys
         from hanode.system import pyroute
-        IPRoute = pyroute.iproute_class()
-        with IPRoute() as ipr:
-            names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+        with pyroute.Rtnl() as rtnl:
+            names = [link.get_attr("IFLA_IFNAME") for link in rtnl.links()]
+            local = [a.get_attr("IFA_LOCAL") for a in rtnl.addresses(socket.AF_INET)]
         print(json.dumps({
             "lean": pyroute.lean(),
-            "module": IPRoute.__module__,
             "names": names,
+            "local": local,
             "metadata": "importlib.metadata" in sys.modules,
             "ndb": any(m.startswith("pyroute2.ndb") for m in sys.modules),
+            "iproute": "pyroute2.iproute.linux" in sys.modules,
+            "mock": "unittest.mock" in sys.modules,
             "error": pyroute.netlink_error().__module__,
         }))
         """
     )
     assert found["lean"] is True
-    assert found["module"] == "pyroute2.iproute.linux"
     assert "lo" in found["names"]  # a real netlink dump of this namespace
+    assert "127.0.0.1" in found["local"]
     # what the package's __init__ loads: the entry-point scan and NDB
     assert not found["metadata"] and not found["ndb"]
+    # what IPRoute's module loads: pyroute2.lab's unittest.mock (and asyncio with it)
+    assert not found["iproute"] and not found["mock"]
     assert found["error"] == "pyroute2.netlink.exceptions"
 
 
@@ -68,10 +72,11 @@ def test_the_lean_package_completes_itself_for_any_later_user() -> None:
         """
         import json
         from hanode.system import pyroute
-        Lean = pyroute.iproute_class()
-        from pyroute2 import IPRoute, NetNS  # noqa: F401  (NetNS: defined by __init__ only)
+        pyroute.load()
+        from pyroute2.netlink.rtnl.iprsocket import IPRSocket as Lean
+        from pyroute2 import IPRSocket, NetNS  # noqa: F401  (NetNS: defined by __init__ only)
         import pyroute2
-        print(json.dumps({"same": IPRoute is Lean, "version": pyroute2.__version__,
+        print(json.dumps({"same": IPRSocket is Lean, "version": pyroute2.__version__,
                           "all": len(pyroute2.__all__)}))
         """
     )
@@ -91,43 +96,47 @@ def test_a_pyroute2_imported_before_is_used_as_it_is() -> None:
         import json
         import pyroute2
         from hanode.system import pyroute
-        print(json.dumps({"lean": pyroute.lean(),
-                          "same": pyroute.iproute_class() is pyroute2.IPRoute}))
+        pyroute.load()
+        from pyroute2.netlink.rtnl.iprsocket import IPRSocket
+        print(json.dumps({"lean": pyroute.lean(), "same": IPRSocket is pyroute2.IPRSocket}))
         """
     )
     assert found == {"lean": False, "same": True}
 
 
 def test_a_package_that_needs_its_init_is_imported_whole(tmp_path: Path) -> None:
-    # A pyroute2 whose iproute.linux only works after the package's __init__ ran: the
+    # A pyroute2 whose socket module only works after the package's __init__ ran: the
     # lean import fails, every module it left is dropped, the ordinary import follows.
     package = tmp_path / "pyroute2"
-    (package / "iproute").mkdir(parents=True)
-    (package / "netlink").mkdir()
+    rtnl = package / "netlink" / "rtnl"
+    rtnl.mkdir(parents=True)
     (package / "__init__.py").write_text("INIT_RAN = True\n")
-    (package / "iproute" / "__init__.py").write_text("")
-    (package / "iproute" / "linux.py").write_text(
+    (package / "netlink" / "__init__.py").write_text("")
+    (package / "netlink" / "exceptions.py").write_text("class NetlinkError(Exception):\n    pass\n")
+    (rtnl / "__init__.py").write_text("")
+    (rtnl / "ifinfmsg.py").write_text("class ifinfmsg:\n    pass\n")
+    (rtnl / "ifaddrmsg.py").write_text("class ifaddrmsg:\n    pass\n")
+    (rtnl / "iprsocket.py").write_text(
         "import sys\n"
         "if not sys.modules['pyroute2'].__dict__.get('INIT_RAN'):\n"
         "    raise ImportError('needs the package __init__')\n"
-        "class IPRoute:\n    pass\n"
+        "class IPRSocket:\n    pass\n"
     )
-    (package / "netlink" / "__init__.py").write_text("")
     found = run_python(
         """
         import json, sys
         from hanode.system import pyroute
-        IPRoute = pyroute.iproute_class()
+        pyroute.load()
         print(json.dumps({"lean": pyroute.lean(), "file": sys.modules["pyroute2"].__file__,
                           "init": sys.modules["pyroute2"].INIT_RAN,
-                          "module": IPRoute.__module__}))
+                          "socket": sys.modules["pyroute2.netlink.rtnl.iprsocket"].__file__}))
         """,
         tmp_path,
     )
     assert found["lean"] is False
     assert found["init"] is True
     assert found["file"] == str(package / "__init__.py")
-    assert found["module"] == "pyroute2.iproute.linux"
+    assert found["socket"] == str(rtnl / "iprsocket.py")
 
 
 def test_the_collector_pauses_while_pyroute2_loads_and_is_restored() -> None:
@@ -137,7 +146,7 @@ def test_the_collector_pauses_while_pyroute2_loads_and_is_restored() -> None:
         from hanode.system import pyroute
         started = []
         gc.callbacks.append(lambda phase, info: phase == "start" and started.append(1))
-        pyroute.iproute_class()
+        pyroute.load()
         enabled_after = gc.isenabled()
         gc.disable()
         pyroute.netlink_error()  # a second load, with the collector off: it stays off

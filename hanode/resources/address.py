@@ -1,13 +1,14 @@
 """The floating address: one IP on one interface, added over netlink and announced.
 
-Changes (add, delete, and the looks they act on) go through pyroute2's IPRoute in the
-current network namespace, written against Debian 12's pyroute2 0.7 API, which 0.9
-keeps. Reading alone (status, the preflight, plans, checks, the re-announcement of an
-address already held) goes through iproute2's ``ip -j address show``, its JSON parsed
-by the json module: importing pyroute2 costs ~0.1 s of a cold start on a server (it
-pulls in asyncio and unittest.mock), a second in the lab's emulated guests, and `ip`
-answers in milliseconds. Changes load pyroute2's IPRoute without the package's plugin
-scan (hanode.system.pyroute): about half of that. Where `ip` is not installed, reads go
+Changes (add, delete, and the looks they act on) go through pyroute2's rtnetlink socket
+in the current network namespace (hanode.system.pyroute.Rtnl: pyroute2's IPRSocket and
+its messages, written against Debian 12's pyroute2 0.7, which 0.9 keeps). Reading alone
+(status, the preflight, plans, checks, the re-announcement of an address already held)
+goes through iproute2's ``ip -j address show``, its JSON parsed by the json module:
+importing pyroute2 costs ~0.1 s of a cold start on a server (it pulls in asyncio and
+unittest.mock), a second in the lab's emulated guests, and `ip` answers in milliseconds.
+Changes load pyroute2's socket and messages without the package's plugin scan and
+without IPRoute's module: about a third of that. Where `ip` is not installed, reads go
 through pyroute2 too.
 
 Idempotency is by errno, as pyroute2 itself does it: EEXIST on add and EADDRNOTAVAIL on
@@ -31,12 +32,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hanode.config import Table
 from hanode.errors import HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
 from hanode.run import CommandError, run, which
+
+if TYPE_CHECKING:
+    from hanode.system.pyroute import Rtnl
 
 # hanode.system.announce (the ARP and NA frames, the duplicate probe) is imported by the
 # functions that send, listen or size those: status reads the address without it.
@@ -273,15 +277,12 @@ def _link_state(link: Interface) -> str:
 
 
 @contextmanager
-def netlink() -> Iterator[Any]:
-    """An IPRoute socket in the current network namespace (pyroute2 imported here)."""
+def netlink() -> Iterator[Rtnl]:
+    """An rtnetlink socket in the current network namespace (pyroute2 imported here)."""
     from hanode.system import pyroute
 
-    ipr = pyroute.iproute_class()()
-    try:
-        yield ipr
-    finally:
-        ipr.close()
+    with pyroute.Rtnl() as rtnl:
+        yield rtnl
 
 
 def _netlink_errno(err: BaseException) -> int | None:
@@ -291,10 +292,10 @@ def _netlink_errno(err: BaseException) -> int | None:
     return getattr(err, "code", None) if isinstance(err, pyroute.netlink_error()) else None
 
 
-def read_links(ipr: Any) -> dict[int, Interface]:
+def read_links(ipr: Rtnl) -> dict[int, Interface]:
     """Every interface of this namespace by index."""
     links: dict[int, Interface] = {}
-    for msg in ipr.get_links():
+    for msg in ipr.links():
         mac_text = msg.get_attr("IFLA_ADDRESS")
         mac: bytes | None = None
         if mac_text:
@@ -308,12 +309,12 @@ def read_links(ipr: Any) -> dict[int, Interface]:
     return links
 
 
-def read_addresses(ipr: Any, links: dict[int, Interface], version: int) -> list[Assigned]:
+def read_addresses(ipr: Rtnl, links: dict[int, Interface], version: int) -> list[Assigned]:
     """Every address of one IP version, on every interface."""
     from socket import AF_INET, AF_INET6
 
     found: list[Assigned] = []
-    for msg in ipr.get_addr(family=AF_INET if version == 4 else AF_INET6):
+    for msg in ipr.addresses(AF_INET if version == 4 else AF_INET6):
         # IFA_LOCAL is the address itself; IFA_ADDRESS is the far end on point-to-point
         text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
         if not text:
@@ -334,7 +335,7 @@ def read_addresses(ipr: Any, links: dict[int, Interface], version: int) -> list[
     return found
 
 
-def scan(ipr: Any, config: AddressConfig) -> AddressScan:
+def scan(ipr: Rtnl, config: AddressConfig) -> AddressScan:
     """Look at the configured interface and every place the configured IP sits."""
     links = read_links(ipr)
     return _assemble(config, links, read_addresses(ipr, links, config.ip.version))
@@ -496,7 +497,7 @@ def _warm_netlink() -> None:
         from hanode.system import pyroute
 
         try:
-            pyroute.iproute_class()
+            pyroute.load()
         except Exception as err:  # the step that needs it will say so
             log.debug("cannot import pyroute2 ahead: %s", err)
 
@@ -775,13 +776,10 @@ class FloatingAddress(Resource[AddressConfig]):
             "is the peer still holding it? Run `hanode stop` there, or find that host",
         )
 
-    def _request(self, link: Interface) -> dict[str, object]:
+    def _request(self) -> dict[str, Any]:
+        """What the add asks beside the address and its prefix."""
         config = self.config
-        request: dict[str, object] = {
-            "index": link.index,
-            "address": str(config.ip.ip),
-            "prefixlen": config.ip.network.prefixlen,
-        }
+        request: dict[str, Any] = {}
         if self._v4:
             request["label"] = config.label
             if config.ip.network.prefixlen < 31:
@@ -790,9 +788,9 @@ class FloatingAddress(Resource[AddressConfig]):
             request["flags"] = IFA_F_NODAD  # probe = false: no duplicate address detection
         return request
 
-    def _add(self, ipr: Any, link: Interface) -> None:
+    def _add(self, ipr: Rtnl, link: Interface) -> None:
         try:
-            ipr.addr("add", **self._request(link))
+            ipr.add_address(link.index, self.config.ip, **self._request())
         except Exception as err:
             code = _netlink_errno(err)
             if code == errno.EEXIST:
@@ -804,15 +802,10 @@ class FloatingAddress(Resource[AddressConfig]):
             ) from err
         log.info("added %s to %s", self.config.ip, link.name)
 
-    def _delete(self, ipr: Any, link: Interface) -> bool:
+    def _delete(self, ipr: Rtnl, link: Interface) -> bool:
         """Remove exactly the configured address; False if it was not there."""
-        request = {
-            "index": link.index,
-            "address": str(self.config.ip.ip),
-            "prefixlen": self.config.ip.network.prefixlen,
-        }
         try:
-            ipr.addr("del", **request)
+            ipr.delete_address(link.index, self.config.ip)
         except Exception as err:
             code = _netlink_errno(err)
             if code in (errno.EADDRNOTAVAIL, errno.ENODEV):
@@ -824,7 +817,7 @@ class FloatingAddress(Resource[AddressConfig]):
             ) from err
         return True
 
-    def _wait_for_dad(self, ipr: Any, link: Interface, ctx: Context) -> None:
+    def _wait_for_dad(self, ipr: Rtnl, link: Interface, ctx: Context) -> None:
         config = self.config
         limit = dad_seconds(link.name) + DAD_MARGIN
         deadline = time.monotonic() + limit
@@ -995,7 +988,7 @@ class FloatingAddress(Resource[AddressConfig]):
                     f"probe {config.ip.ip} for another holder "
                     f"(ARP on {link.name}, {announce.PROBE_TIMEOUT:g}s at most)"
                 )
-            lines.append(f"add {_spec(self._request(link), config)} to {link.name}")
+            lines.append(f"add {_spec(self._request(), config)} to {link.name}")
         if not self._v4:
             lines.append("wait for duplicate address detection")
         if config.arp_count:
@@ -1046,7 +1039,7 @@ class FloatingAddress(Resource[AddressConfig]):
         return findings
 
 
-def _spec(request: dict[str, object], config: AddressConfig) -> str:
+def _spec(request: dict[str, Any], config: AddressConfig) -> str:
     text = str(config.ip)
     if "broadcast" in request:
         text += f" brd {request['broadcast']}"

@@ -1,19 +1,28 @@
-"""pyroute2's IPRoute and NetlinkError, loaded without the package's plugin scan.
+"""pyroute2's rtnetlink socket, loaded without the package's plugin scan.
+
+hanode makes four rtnetlink requests: the links, the addresses of one family, adding and
+deleting one address. It makes them with pyroute2's own socket and messages: the
+``IPRSocket`` (its documented low-level RTNL socket, what IPRoute itself is built on) and
+the ``ifinfmsg``/``ifaddrmsg`` classes, which encode the requests and decode the answers.
+Not through IPRoute: its module also imports ``pyroute2.lab`` (its test harness:
+unittest.mock, and asyncio through it), 0.35 s of a lab guest's CPU on every start, for
+the same four messages on the same socket (``Rtnl`` below makes them as IPRoute 0.7's
+``get_links``, ``get_addr`` and ``addr`` make them).
 
 ``import pyroute2`` runs the package's ``__init__``, which asks importlib.metadata for
 the entry points of every installed distribution and loads each of pyroute2's (NDB,
 IPSet, the wireless and the remote APIs, ...): on Debian 12's pyroute2 0.7 that is 60%
 of the import, 0.04 s on a server and 0.7 s of CPU in the lab's emulated guests, spent
-on modules an address change never touches. hanode needs two names, and both live in
-ordinary modules: ``pyroute2.iproute.linux.IPRoute`` (what ``pyroute2.IPRoute`` is on
-Linux) and ``pyroute2.netlink.exceptions.NetlinkError``.
+on modules an address change never touches. hanode needs ordinary modules only:
+``pyroute2.netlink.rtnl.iprsocket``, ``pyroute2.netlink.rtnl.ifinfmsg``,
+``pyroute2.netlink.rtnl.ifaddrmsg`` and ``pyroute2.netlink.exceptions``.
 
 So, when nothing in the process has imported pyroute2 yet, the package is registered
 from its own import spec without running its ``__init__`` (what the import system does
-before it runs a package's code), and the two modules are imported through it. Anything
+before it runs a package's code), and those modules are imported through it. Anything
 else (another pyroute2 layout, an import error on the way) falls back to the package's
 ordinary import: the lean path can only be faster, never different in what it loads
-from these two modules. The package registered so completes itself: the first name asked
+from these modules. The package registered so completes itself: the first name asked
 of it that its ``__init__`` defines (``from pyroute2 import NetNS`` anywhere later in the
 process) runs that ``__init__`` into it, as the ordinary import would have.
 """
@@ -24,6 +33,7 @@ import gc
 import importlib
 import importlib.machinery
 import importlib.util
+import ipaddress
 import logging
 import sys
 import threading
@@ -35,8 +45,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PACKAGE = "pyroute2"
-IPROUTE_MODULE = "pyroute2.iproute.linux"
+SOCKET_MODULE = "pyroute2.netlink.rtnl.iprsocket"
+LINK_MODULE = "pyroute2.netlink.rtnl.ifinfmsg"
+ADDRESS_MODULE = "pyroute2.netlink.rtnl.ifaddrmsg"
 EXCEPTIONS_MODULE = "pyroute2.netlink.exceptions"
+_MODULES = (SOCKET_MODULE, LINK_MODULE, ADDRESS_MODULE, EXCEPTIONS_MODULE)
 
 # the warm-up thread and the step may both ask at once; reentrant: a module imported
 # under it may complete the package (below)
@@ -44,10 +57,10 @@ _lock = threading.RLock()
 _registered: dict[str, ModuleType] = {}  # the package module registered here, if any
 
 
-def iproute_class() -> Any:
-    """pyroute2's IPRoute class (Linux)."""
-    module: Any = _module(IPROUTE_MODULE)
-    return module.IPRoute
+def load() -> None:
+    """Import what Rtnl needs (a warm-up ahead of the step that acts)."""
+    for name in _MODULES:
+        _module(name)
 
 
 def netlink_error() -> type[BaseException]:
@@ -55,6 +68,103 @@ def netlink_error() -> type[BaseException]:
     module: Any = _module(EXCEPTIONS_MODULE)
     error: type[BaseException] = module.NetlinkError
     return error
+
+
+class Rtnl:
+    """An rtnetlink socket in the current network namespace, and the requests hanode
+    makes through it; the answers are pyroute2's messages (``msg["index"]``,
+    ``msg.get_attr("IFA_LABEL")``). A refused request raises pyroute2's NetlinkError,
+    its ``code`` the errno."""
+
+    def __init__(self) -> None:
+        load()
+        self._socket: Any = _module(SOCKET_MODULE).IPRSocket()
+
+    def __enter__(self) -> Rtnl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._socket.close()
+
+    def links(self) -> tuple[Any, ...]:
+        """Every interface (RTM_GETLINK dump): ifinfmsg messages."""
+        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+        from pyroute2.netlink.rtnl import RTM_GETLINK
+
+        message = _module(LINK_MODULE).ifinfmsg()
+        return self._request(message, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP)
+
+    def addresses(self, family: int) -> tuple[Any, ...]:
+        """Every address of one family (RTM_GETADDR dump): ifaddrmsg messages."""
+        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+        from pyroute2.netlink.rtnl import RTM_GETADDR
+
+        message = _module(ADDRESS_MODULE).ifaddrmsg()
+        message["family"] = family
+        return self._request(message, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP)
+
+    def add_address(
+        self,
+        index: int,
+        ip: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+        *,
+        label: str | None = None,
+        broadcast: str | None = None,
+        flags: int | None = None,
+    ) -> None:
+        """RTM_NEWADDR, create only (EEXIST when it is there), acknowledged."""
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+        from pyroute2.netlink.rtnl import RTM_NEWADDR
+
+        attrs: list[tuple[str, object]] = [("IFA_LABEL", label), ("IFA_BROADCAST", broadcast)]
+        attrs.append(("IFA_FLAGS", flags))
+        message = self._address(index, ip, [(k, v) for k, v in attrs if v is not None])
+        self._acked(message, RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+
+    def delete_address(
+        self, index: int, ip: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    ) -> None:
+        """RTM_DELADDR of exactly that address and prefix (EADDRNOTAVAIL when absent)."""
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+        from pyroute2.netlink.rtnl import RTM_DELADDR
+
+        self._acked(self._address(index, ip, []), RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK)
+
+    def _address(
+        self,
+        index: int,
+        ip: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+        extra: list[tuple[str, object]],
+    ) -> Any:
+        """An ifaddrmsg as IPRoute 0.7's addr() builds it: IFA_ADDRESS, and for IPv4
+        IFA_LOCAL too (the address itself; IFA_ADDRESS is the far end on a
+        point-to-point link, here the same)."""
+        from socket import AF_INET, AF_INET6
+
+        message = _module(ADDRESS_MODULE).ifaddrmsg()
+        message["family"] = AF_INET if ip.version == 4 else AF_INET6
+        message["prefixlen"] = ip.network.prefixlen
+        message["index"] = index
+        attrs: list[tuple[str, object]] = [("IFA_ADDRESS", str(ip.ip))]
+        if ip.version == 4:
+            attrs.append(("IFA_LOCAL", str(ip.ip)))
+        message["attrs"] = [list(attr) for attr in (*attrs, *extra)]
+        return message
+
+    def _request(self, message: Any, kind: int, flags: int) -> tuple[Any, ...]:
+        return tuple(self._socket.nlm_request(message, msg_type=kind, msg_flags=flags))
+
+    def _acked(self, message: Any, kind: int, flags: int) -> None:
+        from pyroute2.netlink import NLMSG_ERROR
+
+        def last(answer: Any) -> bool:
+            return bool(answer["header"]["type"] == NLMSG_ERROR)
+
+        tuple(self._socket.nlm_request(message, msg_type=kind, msg_flags=flags, terminate=last))
 
 
 def lean() -> bool:
