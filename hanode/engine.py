@@ -294,6 +294,8 @@ class Engine:
             try:
                 checks = _Preflight(self.resources, ctx)
                 ctx = ctx._replace(preflight_verdict=checks.verdict)
+                if any(resource.surely_starts() for resource in self.resources):
+                    checks.begin()  # something will act: the checks overlap the probes
                 with guard.interruptible():
                     for resource in self.resources:
                         self._start_one(resource, ctx, report, started, checks)
@@ -516,8 +518,10 @@ class _Preflight:
     the longest of them, not their sum. A refusal is reported for the first resource (in
     start order) that found one, whichever thread ended first.
 
-    They begin when the first step is about to act (``begin``), or when the verdict is
-    asked for: a start that finds every step done already runs none of them.
+    They begin before the first probe when a resource can tell at no cost that the start
+    will act on it (``Resource.surely_starts``: DRBD's /proc/drbd shows nothing Primary),
+    else when the first step is about to act (``begin``), or when the verdict is asked
+    for: a start that finds every step done already runs none of them.
     """
 
     def __init__(self, resources: Sequence[Resource[Any]], ctx: Context) -> None:

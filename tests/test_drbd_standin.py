@@ -556,3 +556,21 @@ def test_become_primary_on_is_compared_with_the_real_hostname(standin: StandIn) 
         },
     )
     assert standin.view() == ("Primary", "Unknown", "WFConnection", "UpToDate", "DUnknown")
+
+
+# -- the engine's hint: a start that will surely act -----------------------------------------
+
+
+def test_surely_starts_reads_proc_drbd_only(standin: StandIn, tmp_path: Path) -> None:
+    standin.peer(up=True)
+    resource = make(standin)
+    assert resource.surely_starts() is True  # not up: up and promote
+    resource.start(ctx()[0])
+    assert resource.surely_starts() is False  # Primary
+    resource.stop(ctx()[0])
+    assert standin.view() == ("Secondary", "Secondary", "Connected", "UpToDate", "UpToDate")
+    calls = len(standin.calls())
+    assert resource.surely_starts() is True  # up, Secondary: promote
+    assert len(standin.calls()) == calls  # a file read, no drbdadm
+    unloaded = Drbd(DrbdConfig("srv"), proc_drbd=str(tmp_path / "absent"), nodename="node1")
+    assert unloaded.surely_starts() is True  # the module not loaded: modprobe, up, promote

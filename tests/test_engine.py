@@ -623,6 +623,46 @@ def test_the_preflight_begins_with_the_first_step_that_acts(workdir: Path) -> No
     assert markers(workdir) == ["drbd"]
 
 
+class SurelyStarting(Promoting):
+    """Says at no cost that its start will act (as DRBD does from /proc/drbd); its probe
+    waits, up to 5 s, for a preflight check to have begun, and journals whether one had."""
+
+    def __init__(self, name: str, directory: Path, checking: threading.Event) -> None:
+        super().__init__(name, directory)
+        self.checking = checking
+
+    def surely_starts(self) -> bool:
+        return True
+
+    def probe(self) -> Status:
+        self._note("probe after a preflight began" if self.checking.wait(5) else "probe alone")
+        return super().probe()
+
+
+class Announcing(ActiveElsewhere):
+    """Its preflight says that it began."""
+
+    def __init__(self, name: str, directory: Path, began: threading.Event) -> None:
+        super().__init__(name, directory, look=0.0, answered=False)
+        self.began = began
+
+    def preflight(self, ctx: Context) -> None:
+        self.began.set()
+        super().preflight(ctx)
+
+
+def test_a_step_that_surely_starts_begins_the_preflight_before_the_first_probe(
+    workdir: Path,
+) -> None:
+    began = threading.Event()
+    drbd = SurelyStarting("drbd", workdir, began)
+    address = Announcing("address", workdir, began)
+    engine_of(workdir, drbd, address).start(Context())
+    # (the preflight's own line may come before or after the probe's)
+    assert "probe after a preflight began drbd" in journal(workdir)
+    assert markers(workdir) == ["address", "drbd"]
+
+
 class Rendezvous(Marker):
     """Its preflight says it began, then waits for another's to begin too: both finish only
     when they run side by side (one after the other, the first would wait in vain)."""

@@ -208,6 +208,13 @@ class Resource(ABC, Generic[SettingsT]):
         thread alongside the steps that only prepare (DRBD up and its wait for the peer)."""
         return None
 
+    def surely_starts(self) -> bool:
+        """Whether a start will surely act on this step, from a look that costs nothing (no
+        process, no import): then the engine begins the preflight checks before the first
+        probe, so that their waits (the duplicate probe's second) overlap the probes.
+        False when it cannot tell so cheaply: they begin as the first step acts."""
+        return False
+
 
 @functools.cache
 def kinds() -> tuple[type[Resource[Any]], ...]:

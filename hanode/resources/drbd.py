@@ -299,6 +299,19 @@ class Drbd(Resource[DrbdConfig]):
         """Whether the kernel found a split brain on the last connection attempt."""
         return drbdstate.split_brain_pending(kernel_messages(), self.resource, self._host().minor)
 
+    def surely_starts(self) -> bool:
+        """/proc/drbd (a file read) says so: the module not loaded, or DRBD 8.4 with no
+        minor Primary (which one is this resource's takes `drbdadm dump`)."""
+        try:
+            proc = self._proc()
+        except (OSError, ParseError):
+            return False
+        if proc is None:
+            return True
+        return proc.major < 9 and not any(
+            state.role is Role.PRIMARY for state in proc.devices.values()
+        )
+
     def settled(self, status: Status, *, starting: bool, ctx: Context) -> bool:
         """Start: Primary. Stop: up and Secondary, replicating; with --down: not up."""
         if starting or status.state is not State.DOWN:
@@ -731,6 +744,10 @@ class PromotedByClone(Drbd):
     def settled(self, status: Status, *, starting: bool, ctx: Context) -> bool:
         """Start: Primary. Stop: always, the clone demotes."""
         return status.state is State.UP if starting else True
+
+    def surely_starts(self) -> bool:
+        """Never: the clone promotes; start only reads, then refuses or passes."""
+        return False
 
     def start(self, ctx: Context) -> None:
         """Refused, touching nothing, unless the resource is Primary here."""
