@@ -347,7 +347,7 @@ class Engine:
         step_began: float,
         checks: _Preflight,
     ) -> None:
-        status = safe_probe(resource)
+        status = safe_probe(resource, step=True)
         if resource.settled(status, starting=True, ctx=ctx):
             try:
                 resource.refresh(ctx)
@@ -378,7 +378,7 @@ class Engine:
             if isinstance(err, HanodeError):
                 raise err.with_context(f"start failed at {resource.name}: {err.message}") from err
             raise
-        after = safe_probe(resource)
+        after = safe_probe(resource, step=True)
         self._record(report, resource.name, Action.START, Result.DONE, step_began, after.summary)
 
     def _rollback(self, started: list[Resource[Any]], ctx: Context, report: RunReport) -> list[str]:
@@ -432,7 +432,7 @@ class Engine:
         step_began = time.monotonic()
         phase = "probe"  # where a signal cut the step: "probe", "stop" or "after" it
         try:
-            status = safe_probe(resource)
+            status = safe_probe(resource, step=True)
             if resource.settled(status, starting=False, ctx=ctx):
                 self._record(
                     report, resource.name, Action.STOP, Result.SKIPPED, step_began, status.summary
@@ -452,7 +452,7 @@ class Engine:
                     err.hint or "fix the cause, then run `hanode stop` again",
                 ) from err
             phase = "after"
-            after = safe_probe(resource)
+            after = safe_probe(resource, step=True)
         except Interrupted as err:
             err.step = resource.name
             err.acting = phase == "stop"
@@ -562,13 +562,14 @@ class _Preflight:
             raise self._refusals[min(self._refusals)]
 
 
-def safe_probe(resource: Resource[Any]) -> Status:
+def safe_probe(resource: Resource[Any], *, step: bool = False) -> Status:
     """A probe that never fails: a broken probe is an UNKNOWN state, with the reason.
+    ``step``: the probe around a step's action (Resource.step_probe).
 
     A signal's Interrupted is no failure of the probe: it passes through (a BaseException).
     """
     try:
-        return resource.probe()
+        return resource.step_probe() if step else resource.probe()
     except Exception as err:
         return Status(State.UNKNOWN, f"probe failed: {_why(err)}")
 

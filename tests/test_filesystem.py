@@ -36,6 +36,7 @@ from hanode.resources.filesystem import (
     Fsck,
     kill_devices,
 )
+from hanode.system import holders as holders_module
 from hanode.system.mountinfo import (
     filesystem_alive,
     mount_points_of,
@@ -232,6 +233,19 @@ def test_stop_ends_every_kind_of_holder(tmp_path: Path, loop: str) -> None:
             bystander = procs.spawn(["sleep", "1000"], cwd="/")
             status = fs.probe()
             assert status.details["holders"] == len(kinds) + 1
+            assert f"{len(kinds) + 1} holders" in status.summary
+            # the engine's probe around a step: the same state, no walk through /proc
+            walk = holders_module.find_holders
+            holders_module.find_holders = None  # type: ignore[assignment]  # a call: TypeError
+            try:
+                step = fs.step_probe()
+            finally:
+                holders_module.find_holders = walk
+            assert (step.state, step.details) == (
+                status.state,
+                {k: v for k, v in status.details.items() if k != "holders"},
+            )
+            assert step.summary == f"{loop} mounted on {mnt} (ext4)"
             plan = fs.plan_stop()
             assert plan[0] == f"umount {mnt}"
             assert plan[1].startswith(f"if busy: TERM, then KILL, {len(kinds) + 1} holders")

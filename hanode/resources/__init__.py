@@ -208,6 +208,11 @@ class Resource(ABC, Generic[SettingsT]):
         thread alongside the steps that only prepare (DRBD up and its wait for the peer)."""
         return None
 
+    def step_probe(self) -> Status:
+        """The probe the engine takes before and after this step acts: probe()'s state,
+        without what only a person reads in a status (by default: probe() itself)."""
+        return self.probe()
+
     def surely_starts(self) -> bool:
         """Whether a start will surely act on this step, from a look that costs nothing (no
         process, no import): then the engine begins the preflight checks before the first
