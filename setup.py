@@ -16,5 +16,5 @@ setup(
         "tomlkit>=0.11.7",
         "jeepney>=0.8.0",
     ],
-    entry_points={"console_scripts": ["hanode = hanode.entry:main"]},
+    entry_points={"console_scripts": ["hanode = hanode.entry:run"]},
 )

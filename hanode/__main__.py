@@ -1,5 +1,5 @@
 """Entry point for ``python3 -m hanode``."""
 
-from hanode.entry import main
+from hanode.entry import run
 
-raise SystemExit(main())
+run()
