@@ -260,3 +260,44 @@ def test_the_collector_is_off_while_hanode_loads_and_on_for_the_verb(tmp_path: P
     assert done.stdout.split("\n")[-2] == "[('load', False), ('probes', True)] True True True", (
         done.stdout + done.stderr
     )
+
+
+JOURNAL_AHEAD = textwrap.dedent(
+    """
+    import sys, threading
+    from hanode import log
+    log._JOURNAL_SOCKET = sys.argv[1] + "/absent"  # no journal: no journal handler
+    log.setup()
+    log.load_journal_ahead()
+    print("without a journal:", "systemd.journal" in sys.modules, threading.active_count())
+    log._JOURNAL_SOCKET = sys.argv[1]  # "there is a journal": an existing path
+    log.setup()
+    before = set(threading.enumerate())
+    with log.progress("a wait"):  # a wait begins: the import starts beside it
+        started = [t for t in threading.enumerate() if t not in before and t.daemon]
+        log.load_journal_ahead()  # once per process
+        again = [t for t in threading.enumerate() if t not in before and t.daemon]
+    for thread in started:
+        thread.join(30)
+    print("names:", sorted(t.name for t in started), len(again) == len(started))
+    print("loaded ahead:", "systemd.journal" in sys.modules)
+    """
+)
+
+
+def test_the_journal_bindings_load_ahead_in_a_wait(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HANODE_NO_JOURNAL", None)
+    done = subprocess.run(
+        [PYTHON, "-c", JOURNAL_AHEAD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.stdout.splitlines() == [
+        "without a journal: False 1",
+        "names: ['hanode-journal-import'] True",
+        "loaded ahead: True",
+    ], done.stdout + done.stderr
