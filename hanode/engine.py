@@ -544,7 +544,6 @@ class _Preflight:
         for thread in self._threads:
             if thread.ident is None:
                 thread.start()
-        hlog.load_journal_ahead()  # the probe's second is a wait: the import fits in it
 
     def _check(self, index: int, resource: Resource[Any]) -> None:
         try:

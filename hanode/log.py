@@ -8,7 +8,6 @@ console line. Something that waits for seconds shows a live progress line on a t
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -91,11 +90,6 @@ class _JournalHandler(logging.Handler):
         self.fallback: logging.Handler | None = None
         self._inner: logging.Handler | None = None
 
-    @property
-    def unloaded(self) -> bool:
-        """Whether no record came yet: the journal's module may still be unimported."""
-        return self._inner is None
-
     def emit(self, record: logging.LogRecord) -> None:
         """Send ``record`` to the journal, loading the journal's handler the first time."""
         if self._inner is None:
@@ -106,28 +100,6 @@ class _JournalHandler(logging.Handler):
             else:
                 self._inner = JournalHandler(SYSLOG_IDENTIFIER="hanode")
         self._inner.handle(record)
-
-
-_journal_ahead = threading.Lock()  # held for good by the first load_journal_ahead()
-
-
-def load_journal_ahead() -> None:
-    """Import python3-systemd's journal module in a thread of its own, once per process:
-    hanode is about to wait (the duplicate probe's second, a unit's job), and the first
-    journal entry would otherwise pay that import (0.1-0.2 s of a lab guest's CPU) right
-    after the wait. A record logged meanwhile waits for the import to end (the import
-    system's module lock), then goes to the journal as ever."""
-    handlers = logging.getLogger("hanode").handlers
-    if not any(isinstance(h, _JournalHandler) and h.unloaded for h in handlers):
-        return  # no journal, or its module loaded already
-    if not _journal_ahead.acquire(blocking=False):
-        return  # asked before
-    threading.Thread(target=_import_journal, name="hanode-journal-import", daemon=True).start()
-
-
-def _import_journal() -> None:
-    with contextlib.suppress(ImportError):  # the first record finds the fallback itself
-        import systemd.journal  # noqa: F401
 
 
 def step_event(
@@ -189,7 +161,6 @@ class _Progress:
             self.drawn = True
 
     def __enter__(self) -> ProgressLine:
-        load_journal_ahead()  # a wait begins: the CPU is free for it
         if self.tty:
             self.thread = threading.Thread(target=self._spin, daemon=True)
             self.thread.start()
