@@ -16,7 +16,10 @@ other, in turn (a) then (b) or (b) then (a), so that both run in both directions
     (one ``systemctl start A B`` would start them side by side, in no order);
 (b) ``hanode stop`` on the active node, then ``hanode start`` on the other.
 
-Everything comes from tests/lab/provision/hanode.toml, the config both nodes run. Wall
+Before each switchover, of either kind, both nodes come to rest the same way: no hanode
+process left (a start's detached announcer), then SETTLE_SECONDS for the units' own work
+after a start. Everything comes from tests/lab/provision/hanode.toml, the config both
+nodes run. Wall
 times are taken inside the guest (bash's $EPOCHREALTIME around each command), so the
 guest agent's polling does not count. It prints every round's walls, the medians, the
 ratio b/a, and where hanode's time goes beyond the intrinsic operations: per step (the
@@ -38,6 +41,7 @@ import json
 import shlex
 import statistics
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +201,24 @@ class Figures:
         return statistics.median(self.samples.get(label) or [float("nan")])
 
 
+# Before each switchover, of either kind: until no hanode process is left in a node (a
+# start's detached announcer sends its second burst a few seconds later), then this long
+# for what the units do just after they started (PostgreSQL's first checkpoint, Apache's
+# workers): without it, the switchover that follows the other kind's within a round
+# stops a node that is still busy starting, and pays for it.
+SETTLE_SECONDS = 3.0
+_QUIET = (
+    "for _ in $(seq 100); do pgrep -f '[/]usr/bin/hanode' >/dev/null || exit 0; sleep 0.1; done"
+)
+
+
+def settle(nodes: list[Any]) -> None:
+    """Let both nodes come to rest, the same way before every switchover."""
+    for node in nodes:
+        node.agent.exec(["/bin/bash", "-c", _QUIET], timeout=60)
+    time.sleep(SETTLE_SECONDS)
+
+
 def bare_switchover(cluster: Cluster, old: Any, new: Any, figures: Figures) -> float:
     """(a): the bare stop on ``old``, the bare start on ``new``; the seconds of both."""
     stop = run_timed(old, cluster.stop_script(), "the bare stop")
@@ -277,6 +299,7 @@ def main() -> None:
         walls: dict[str, float] = {}
         for kind in ("bare", "hanode") if number % 2 else ("hanode", "bare"):
             old, new = nodes[active], nodes[1 - active]
+            settle(nodes)
             if kind == "bare":
                 walls[kind] = bare_switchover(cluster, old, new, figures)
             else:
