@@ -19,14 +19,13 @@ other, in turn (a) then (b) or (b) then (a), so that both run in both directions
 Before each switchover, of either kind, both nodes come to rest the same way: no hanode
 process left (a start's detached announcer), then SETTLE_SECONDS for the units' own work
 after a start. Everything comes from tests/lab/provision/hanode.toml, the config both
-nodes run. Wall
-times are taken inside the guest (bash's $EPOCHREALTIME around each command), so the
-guest agent's polling does not count. It prints every round's walls, the medians, the
-ratio b/a, and where hanode's time goes beyond the intrinsic operations: per step (the
-bare script's operations against hanode's step timings, from `hanode status --json`
-last_stop/last_start), the engine's time between its steps, and the time outside the
-engine (interpreter start, imports, config, lock: the command's wall minus the engine's
-total), beside a bare ``python3 -c pass`` in the guest.
+nodes run. Wall times are taken inside the guest (bash's $EPOCHREALTIME around each
+command), so the guest agent's polling does not count. It prints every round's walls,
+the medians, the ratio b/a, and where hanode's time goes beyond the intrinsic
+operations: per step (the bare script's operations against hanode's step timings, from
+`hanode status --json` last_stop/last_start), the engine's time between its steps, and
+the time outside the engine (interpreter start, imports, config, lock: the command's
+wall minus the engine's total), beside a bare ``python3 -c pass`` in the guest.
 
     bench/lab_baseline.py [--rounds 3]
 

@@ -120,9 +120,8 @@ class Rtnl:
         from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
         from pyroute2.netlink.rtnl import RTM_NEWADDR
 
-        attrs: list[tuple[str, object]] = [("IFA_LABEL", label), ("IFA_BROADCAST", broadcast)]
-        attrs.append(("IFA_FLAGS", flags))
-        message = self._address(index, ip, [(k, v) for k, v in attrs if v is not None])
+        asked = {"IFA_LABEL": label, "IFA_BROADCAST": broadcast, "IFA_FLAGS": flags}
+        message = self._address(index, ip, [(k, v) for k, v in asked.items() if v is not None])
         self._acked(message, RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
 
     def delete_address(
