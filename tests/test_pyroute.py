@@ -57,6 +57,8 @@ def test_the_socket_loads_without_the_plugin_scan_nor_iproute_and_works() -> Non
             "ndb": any(m.startswith("pyroute2.ndb") for m in sys.modules),
             "iproute": "pyroute2.iproute.linux" in sys.modules,
             "mock": "unittest.mock" in sys.modules,
+            "marshal": "pyroute2.netlink.rtnl.marshal" in sys.modules,
+            "tc": "pyroute2.netlink.rtnl.tcmsg" in sys.modules,
             "error": pyroute.netlink_error().__module__,
         }))
         """
@@ -70,6 +72,8 @@ def test_the_socket_loads_without_the_plugin_scan_nor_iproute_and_works() -> Non
     assert not found["metadata"] and not found["ndb"]
     # what IPRoute's module loads: pyroute2.lab's unittest.mock (and asyncio with it)
     assert not found["iproute"] and not found["mock"]
+    # what IPRSocket's module loads: the decoders of every rtnetlink message
+    assert not found["marshal"] and not found["tc"]
     assert found["error"] == "pyroute2.netlink.exceptions"
 
 
@@ -110,23 +114,33 @@ def test_a_pyroute2_imported_before_is_used_as_it_is() -> None:
     assert found == {"lean": False, "same": True}
 
 
-def test_a_package_that_needs_its_init_is_imported_whole(tmp_path: Path) -> None:
-    # A pyroute2 whose socket module only works after the package's __init__ ran: the
-    # lean import fails, every module it left is dropped, the ordinary import follows.
-    package = tmp_path / "pyroute2"
+def fake_pyroute2(top: Path, socket_module: str) -> Path:
+    """A pyroute2 layout made here, with ``socket_module`` as its netlink/nlsocket.py."""
+    package = top / "pyroute2"
     rtnl = package / "netlink" / "rtnl"
     rtnl.mkdir(parents=True)
     (package / "__init__.py").write_text("INIT_RAN = True\n")
-    (package / "netlink" / "__init__.py").write_text("")
+    (package / "netlink" / "__init__.py").write_text("NETLINK_ROUTE = 0\n")
     (package / "netlink" / "exceptions.py").write_text("class NetlinkError(Exception):\n    pass\n")
-    (rtnl / "__init__.py").write_text("")
+    (package / "netlink" / "nlsocket.py").write_text(socket_module)
+    (rtnl / "__init__.py").write_text(
+        "RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 16, 18, 20, 21, 22\n"
+    )
     (rtnl / "ifinfmsg.py").write_text("class ifinfmsg:\n    pass\n")
     (rtnl / "ifaddrmsg.py").write_text("class ifaddrmsg:\n    pass\n")
-    (rtnl / "iprsocket.py").write_text(
+    (rtnl / "iprsocket.py").write_text("class IPRSocket:\n    pass\n")
+    return package
+
+
+def test_a_package_that_needs_its_init_is_imported_whole(tmp_path: Path) -> None:
+    # A pyroute2 whose socket module only works after the package's __init__ ran: the
+    # lean import fails, every module it left is dropped, the ordinary import follows.
+    package = fake_pyroute2(
+        tmp_path,
         "import sys\n"
         "if not sys.modules['pyroute2'].__dict__.get('INIT_RAN'):\n"
         "    raise ImportError('needs the package __init__')\n"
-        "class IPRSocket:\n    pass\n"
+        "class NetlinkSocket:\n    pass\n",
     )
     found = run_python(
         """
@@ -135,14 +149,51 @@ def test_a_package_that_needs_its_init_is_imported_whole(tmp_path: Path) -> None
         pyroute.load()
         print(json.dumps({"lean": pyroute.lean(), "file": sys.modules["pyroute2"].__file__,
                           "init": sys.modules["pyroute2"].INIT_RAN,
-                          "socket": sys.modules["pyroute2.netlink.rtnl.iprsocket"].__file__}))
+                          "socket": sys.modules["pyroute2.netlink.nlsocket"].__file__}))
         """,
         tmp_path,
     )
     assert found["lean"] is False
     assert found["init"] is True
     assert found["file"] == str(package / "__init__.py")
-    assert found["socket"] == str(rtnl / "iprsocket.py")
+    assert found["socket"] == str(package / "netlink" / "nlsocket.py")
+
+
+def test_a_generic_socket_without_a_policy_gives_way_to_iprsocket(tmp_path: Path) -> None:
+    # pyroute2 0.9's NetlinkSocket has no register_policy: its IPRSocket decodes rtnetlink
+    fake_pyroute2(tmp_path, "class NetlinkSocket:\n    def __init__(self, family): pass\n")
+    found = run_python(
+        """
+        import json
+        from hanode.system import pyroute
+        print(json.dumps({"socket": type(pyroute.Rtnl()._socket).__module__}))
+        """,
+        tmp_path,
+    )
+    assert found == {"socket": "pyroute2.netlink.rtnl.iprsocket"}
+
+
+def test_the_generic_socket_decodes_links_and_addresses(tmp_path: Path) -> None:
+    # register_policy as pyroute2 0.7 and 0.8 have it: the answers' classes
+    fake_pyroute2(
+        tmp_path,
+        "class NetlinkSocket:\n"
+        "    def __init__(self, family):\n        self.family, self.policy = family, {}\n"
+        "    def register_policy(self, policy):\n        self.policy.update(policy)\n",
+    )
+    found = run_python(
+        """
+        import json
+        from hanode.system import pyroute
+        sock = pyroute.Rtnl()._socket
+        print(json.dumps({"family": sock.family,
+                          "policy": {k: v.__name__ for k, v in sock.policy.items()}}))
+        """,
+        tmp_path,
+    )
+    assert found["family"] == 0  # NETLINK_ROUTE
+    link, address = "ifinfmsg", "ifaddrmsg"
+    assert found["policy"] == {"16": link, "18": link, "20": address, "21": address, "22": address}
 
 
 def test_the_collector_pauses_while_pyroute2_loads_and_is_restored() -> None:

@@ -1,14 +1,16 @@
 """The floating address: one IP on one interface, added over netlink and announced.
 
 Changes (add, delete, and the looks they act on) go through pyroute2's rtnetlink socket
-in the current network namespace (hanode.system.pyroute.Rtnl: pyroute2's IPRSocket and
-its messages, written against Debian 12's pyroute2 0.7, which 0.9 keeps). Reading alone
+in the current network namespace (hanode.system.pyroute.Rtnl: pyroute2's generic
+netlink socket and its link and address messages, written against Debian 12's pyroute2
+0.7; 0.9's IPRSocket where the generic socket differs). Reading alone
 (status, the preflight, plans, checks, the re-announcement of an address already held)
 goes through iproute2's ``ip -j address show``, its JSON parsed by the json module:
 importing pyroute2 costs ~0.1 s of a cold start on a server (it pulls in asyncio and
 unittest.mock), a second in the lab's emulated guests, and `ip` answers in milliseconds.
-Changes load pyroute2's socket and messages without the package's plugin scan and
-without IPRoute's module: about a third of that. Where `ip` is not installed, reads go
+Changes load pyroute2's socket and messages without the package's plugin scan,
+without IPRoute's module and without the decoders of the other rtnetlink messages: a
+fifth of that. Where `ip` is not installed, reads go
 through pyroute2 too.
 
 Idempotency is by errno, as pyroute2 itself does it: EEXIST on add and EADDRNOTAVAIL on

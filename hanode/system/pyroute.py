@@ -1,20 +1,27 @@
 """pyroute2's rtnetlink socket, loaded without the package's plugin scan.
 
 hanode makes four rtnetlink requests: the links, the addresses of one family, adding and
-deleting one address. It makes them with pyroute2's own socket and messages: the
-``IPRSocket`` (its documented low-level RTNL socket, what IPRoute itself is built on) and
-the ``ifinfmsg``/``ifaddrmsg`` classes, which encode the requests and decode the answers.
+deleting one address. It makes them with pyroute2's own socket and messages: a
+``NetlinkSocket`` of the NETLINK_ROUTE family (pyroute2's generic netlink socket, which
+its ``IPRSocket`` and IPRoute are built on) told by ``register_policy`` (its documented
+way) that the answers are ``ifinfmsg`` and ``ifaddrmsg`` messages; those classes encode
+the requests and decode the answers. ``Rtnl`` below makes the requests as IPRoute 0.7's
+``get_links``, ``get_addr`` and ``addr`` make them.
+
 Not through IPRoute: its module also imports ``pyroute2.lab`` (its test harness:
-unittest.mock, and asyncio through it), 0.35 s of a lab guest's CPU on every start, for
-the same four messages on the same socket (``Rtnl`` below makes them as IPRoute 0.7's
-``get_links``, ``get_addr`` and ``addr`` make them).
+unittest.mock, and asyncio through it), 0.35 s of a lab guest's CPU on every start. Nor
+through ``IPRSocket``: its module loads ``pyroute2.netlink.rtnl.marshal``, the decoders
+of every rtnetlink message (routes, rules, neighbours, statistics and the traffic
+control messages with all their classifiers and actions), 0.15 to 0.3 s of a lab guest's
+CPU, for two kinds of answer; what IPRSocket adds to the generic socket (a proxy that
+emulates link creation on kernels before 3.3, broadcast groups) hanode does not use.
 
 ``import pyroute2`` runs the package's ``__init__``, which asks importlib.metadata for
 the entry points of every installed distribution and loads each of pyroute2's (NDB,
 IPSet, the wireless and the remote APIs, ...): on Debian 12's pyroute2 0.7 that is 60%
 of the import, 0.04 s on a server and 0.7 s of CPU in the lab's emulated guests, spent
 on modules an address change never touches. hanode needs ordinary modules only:
-``pyroute2.netlink.rtnl.iprsocket``, ``pyroute2.netlink.rtnl.ifinfmsg``,
+``pyroute2.netlink.nlsocket``, ``pyroute2.netlink.rtnl.ifinfmsg``,
 ``pyroute2.netlink.rtnl.ifaddrmsg`` and ``pyroute2.netlink.exceptions``.
 
 So, when nothing in the process has imported pyroute2 yet, the package is registered
@@ -24,7 +31,8 @@ else (another pyroute2 layout, an import error on the way) falls back to the pac
 ordinary import: the lean path can only be faster, never different in what it loads
 from these modules. The package registered so completes itself: the first name asked
 of it that its ``__init__`` defines (``from pyroute2 import NetNS`` anywhere later in the
-process) runs that ``__init__`` into it, as the ordinary import would have.
+process) runs that ``__init__`` into it, as the ordinary import would have. A pyroute2
+whose generic socket has no ``register_policy`` (the 0.9 rewrite) gets its IPRSocket.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PACKAGE = "pyroute2"
-SOCKET_MODULE = "pyroute2.netlink.rtnl.iprsocket"
+SOCKET_MODULE = "pyroute2.netlink.nlsocket"
+RTNL_SOCKET_MODULE = "pyroute2.netlink.rtnl.iprsocket"  # the layouts without a policy
 LINK_MODULE = "pyroute2.netlink.rtnl.ifinfmsg"
 ADDRESS_MODULE = "pyroute2.netlink.rtnl.ifaddrmsg"
 EXCEPTIONS_MODULE = "pyroute2.netlink.exceptions"
@@ -59,8 +68,9 @@ _registered: dict[str, ModuleType] = {}  # the package module registered here, i
 
 def load() -> None:
     """Import what Rtnl needs (a warm-up ahead of the step that acts)."""
-    for name in _MODULES:
-        _module(name)
+    with _collector_paused():  # once for all of them: a collection after each frees nothing
+        for name in _MODULES:
+            _module(name)
 
 
 def netlink_error() -> type[BaseException]:
@@ -77,8 +87,7 @@ class Rtnl:
     its ``code`` the errno."""
 
     def __init__(self) -> None:
-        load()
-        self._socket: Any = _module(SOCKET_MODULE).IPRSocket()
+        self._socket: Any = _socket()
 
     def __enter__(self) -> Rtnl:
         return self
@@ -164,6 +173,35 @@ class Rtnl:
             return bool(answer["header"]["type"] == NLMSG_ERROR)
 
         tuple(self._socket.nlm_request(message, msg_type=kind, msg_flags=flags, terminate=last))
+
+
+def _socket() -> Any:
+    """A NETLINK_ROUTE socket that decodes link and address messages."""
+    load()
+    from pyroute2.netlink import NETLINK_ROUTE
+    from pyroute2.netlink.rtnl import (
+        RTM_DELADDR,
+        RTM_GETADDR,
+        RTM_GETLINK,
+        RTM_NEWADDR,
+        RTM_NEWLINK,
+    )
+
+    generic = _module(SOCKET_MODULE).NetlinkSocket
+    if not hasattr(generic, "register_policy"):
+        return _module(RTNL_SOCKET_MODULE).IPRSocket()
+    link, address = _module(LINK_MODULE).ifinfmsg, _module(ADDRESS_MODULE).ifaddrmsg
+    sock = generic(NETLINK_ROUTE)
+    sock.register_policy(
+        {
+            RTM_NEWLINK: link,
+            RTM_GETLINK: link,
+            RTM_NEWADDR: address,
+            RTM_DELADDR: address,
+            RTM_GETADDR: address,
+        }
+    )
+    return sock
 
 
 def lean() -> bool:
