@@ -37,7 +37,7 @@ import tomlkit
 from helpers import missing
 
 from hanode import config
-from hanode.cli import build_parser
+from hanode.cmdline import build_parser
 from hanode.errors import Exit, StatusExit
 from hanode.resources import kinds
 from hanode.resources.links import LinksConfig
