@@ -77,9 +77,7 @@ def load(path: Path, *, insecure: bool = False) -> Config:
     are refused either way, before a byte is read.
     """
     shown = printable(str(path))
-    if "\0" in str(path):
-        raise ConfigError(f"{shown}: not a file name (it holds a NUL byte)")
-    raw = _read(path, shown, insecure=insecure)
+    raw = read_bytes(path, insecure=insecure)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -90,6 +88,14 @@ def load(path: Path, *, insecure: bool = False) -> Config:
             "save the file as UTF-8",
         ) from None
     return parse(text, path)
+
+
+def read_bytes(path: Path, *, insecure: bool = False) -> bytes:
+    """The file's bytes, read as load() reads them: the same refusals (ConfigError)."""
+    shown = printable(str(path))
+    if "\0" in str(path):
+        raise ConfigError(f"{shown}: not a file name (it holds a NUL byte)")
+    return _read(path, shown, insecure=insecure)
 
 
 _WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # a directory, never a link

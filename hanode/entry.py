@@ -29,11 +29,20 @@ FLUSH_FAILED = 120
 
 
 def main() -> int:
-    """Run hanode's command line, the collector paused while it loads."""
+    """Run hanode's command line, the collector paused while it loads. The arguments are
+    parsed first, with argparse alone loaded: a start begins its duplicate-address probe
+    then (hanode.early), and the probe's second runs while the rest of hanode loads."""
     gc.disable()
-    from hanode.cli import main as cli_main
+    from hanode.cmdline import build_parser
 
-    return cli_main()
+    args = build_parser().parse_args()
+    if args.verb == "start":
+        from hanode import early
+
+        early.begin(args)
+    from hanode.cli import main_parsed
+
+    return main_parsed(args)
 
 
 def run() -> NoReturn:

@@ -4,6 +4,7 @@ the veth that listens with a raw socket and keeps a neighbour table (arp_accept=
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ipaddress
 import itertools
@@ -22,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from drbd_standin import fixtures as drbd_fixtures
 from helpers import imported, run_hanode, wait_for
 
+from hanode import early
+from hanode.cmdline import build_parser
 from hanode.config import parse
 from hanode.errors import ConfigError, Exit, Refused, StatusExit, StepFailed
 from hanode.resources import Context, Level, State, address
@@ -44,7 +48,7 @@ from hanode.resources.address import (
     scan_json,
 )
 from hanode.run import SYSTEM_PATH
-from hanode.system import announce
+from hanode.system import announce, drbdstate
 
 V4 = ipaddress.IPv4Interface("192.0.2.10/24")
 V6 = ipaddress.IPv6Interface("2001:db8::10/64")
@@ -1156,3 +1160,146 @@ def test_address_config_replace_keeps_types() -> None:
     assert loaded is not None
     assert loaded == address_config()
     assert loaded._replace(probe=False) == address_config(probe=False)
+
+
+# -- the duplicate probe begun at startup (hanode.early) ---------------------------------
+
+EARLY_CONFIG = '[drbd]\nresource = "srv"\n\n[address]\nip = "192.0.2.10/24"\ninterface = "eth0"\n'
+
+
+@pytest.fixture
+def no_probe_pending() -> Iterator[None]:
+    early._pending.clear()
+    yield
+    early._pending.clear()
+
+
+def early_args(config: Path, *verb: str) -> argparse.Namespace:
+    return build_parser().parse_args(["-c", str(config), "--insecure-config", *verb])
+
+
+def captured_proc_drbd(role: str) -> str:
+    """A /proc/drbd that real DRBD 8.4.11 printed, with this node's role ``role``."""
+    for captured in drbd_fixtures.load():
+        if captured.command == "cat /proc/drbd" and f" ro:{role}/" in captured.stdout:
+            return captured.stdout
+    raise AssertionError(f"no captured /proc/drbd with ro:{role}/")
+
+
+@pytest.mark.parametrize(
+    ("text", "proc", "wanted"),
+    [
+        (EARLY_CONFIG, None, ("eth0", V4.ip)),  # no module: modprobe, up, promote
+        (EARLY_CONFIG, "Secondary", ("eth0", V4.ip)),  # up, Secondary: promote
+        (EARLY_CONFIG, "Primary", None),  # Primary here: maybe nothing to do
+        (EARLY_CONFIG + "probe = false\n", None, None),
+        (EARLY_CONFIG.replace("192.0.2.10/24", "2001:db8::10/64"), None, None),  # IPv6: DAD
+        (EARLY_CONFIG.split("\n\n")[1], None, None),  # no [drbd]: the engine waits too
+        ('[drbd]\nresource = "srv"\n', None, None),  # no [address]
+        (EARLY_CONFIG.replace('interface = "eth0"', "interface = 0"), None, None),
+    ],
+)
+def test_the_probe_begins_at_startup_only_for_a_start_that_will_promote(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    proc: str | None,
+    wanted: tuple[str, ipaddress.IPv4Address] | None,
+) -> None:
+    config = tmp_path / "hanode.toml"
+    config.write_text(text)
+    proc_path = tmp_path / "proc-drbd"
+    if proc is not None:
+        proc_path.write_text(captured_proc_drbd(proc))
+    monkeypatch.setattr(drbdstate, "PROC_DRBD", str(proc_path))
+    assert early._wanted(early_args(config, "start")) == wanted
+
+
+@pytest.mark.parametrize(
+    ("text", "verb"),
+    [
+        (EARLY_CONFIG, ("stop",)),
+        (EARLY_CONFIG, ("start", "--dry-run")),
+        (EARLY_CONFIG.replace('interface = "eth0"', 'interface = "hanode-none0"'), ("start",)),
+        ("[address\n", ("start",)),  # broken: the config's load says where
+        (None, ("start",)),  # no such file
+    ],
+)
+def test_no_probe_at_startup_when_it_cannot_or_need_not(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_probe_pending: None,
+    text: str | None,
+    verb: tuple[str, ...],
+) -> None:
+    config = tmp_path / "hanode.toml"
+    if text is not None:
+        config.write_text(text)
+    monkeypatch.setattr(drbdstate, "PROC_DRBD", str(tmp_path / "absent"))
+    early.begin(early_args(config, *verb))  # never raises: the preflight decides
+    assert early._pending == []
+
+
+def probes_of(frames: list[tuple[float, bytes]]) -> list[float]:
+    return [
+        when
+        for when, frame in frames
+        if (arp := announce.parse_arp(frame)) and arp.sender_ip.is_unspecified
+    ]
+
+
+def begin_in_node(pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> early.Probe:
+    config = tmp_path / "hanode.toml"
+    config.write_text(EARLY_CONFIG)
+    monkeypatch.setattr(drbdstate, "PROC_DRBD", str(tmp_path / "absent"))  # no module
+    with inside(pair.node):
+        early.begin(early_args(config, "start"))
+    assert len(early._pending) == 1
+    return early._pending[0]
+
+
+@pytest.mark.root
+def test_the_preflight_adopts_the_probe_begun_at_startup(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_probe_pending: None
+) -> None:
+    with capture(pair) as cap:
+        begin_in_node(pair, tmp_path, monkeypatch)
+        assert wait_for(lambda: bool(probes_of(cap.collect(0.05))), 2.0)  # out before
+        with inside(pair.node):
+            FloatingAddress(address_config()).preflight(Context())  # nobody answers
+        frames = cap.collect(0.3)
+    assert len(probes_of(frames)) == announce.PROBE_SENDS  # that one probe, not a second
+    assert early._pending == []  # taken once
+
+
+@pytest.mark.root
+def test_the_probe_begun_at_startup_refuses_when_the_address_answers_elsewhere(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_probe_pending: None
+) -> None:
+    ip("-n", pair.peer, "address", "add", "192.0.2.10/24", "dev", "veth0")
+    begin_in_node(pair, tmp_path, monkeypatch)
+    with inside(pair.node), pytest.raises(Refused) as caught:
+        FloatingAddress(address_config()).preflight(Context())
+    assert f"192.0.2.10 is in use: {pair.peer_mac} answers ARP for it" in caught.value.message
+    assert not pair.node_has(V4)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("why", ["stale", "another address"])
+def test_a_probe_begun_at_startup_that_does_not_fit_is_left(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_probe_pending: None, why: str
+) -> None:
+    config = address_config()
+    if why == "stale":
+        monkeypatch.setattr(early, "FRESH", 0.0)
+    else:
+        config = address_config(ipaddress.IPv4Interface("192.0.2.11/24"))
+    with capture(pair) as cap:
+        begin_in_node(pair, tmp_path, monkeypatch).answer()  # over, and nobody answered
+        ip("-n", pair.peer, "address", "add", str(config.ip), "dev", "veth0")
+        with inside(pair.node), pytest.raises(Refused) as caught:
+            FloatingAddress(config).preflight(Context())  # probes anew, and hears the peer
+        frames = cap.collect(0.3)
+    assert f"{config.ip.ip} is in use: {pair.peer_mac}" in caught.value.message
+    assert len(probes_of(frames)) > announce.PROBE_SENDS  # the startup's, then its own
+    assert early._pending == []

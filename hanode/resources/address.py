@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from hanode import early
 from hanode.config import Table
 from hanode.errors import HanodeError, Refused, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
@@ -53,7 +54,6 @@ LOOK_EVERY = 1.0
 
 # linux/if.h, linux/if_addr.h and linux/if_arp.h: stable kernel ABI, not worth importing
 # pyroute2 for
-ARPHRD_ETHER = 1  # an Ethernet interface's hardware type
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 IFA_F_SECONDARY = 0x01
@@ -428,52 +428,21 @@ def _ask_arp(link: Interface, ip: ipaddress.IPv4Address) -> bytes | None:
     try:
         return announce.probe_duplicate(link.name, link.mac, ip)
     except OSError as err:
-        raise StepFailed(
-            f"cannot probe {ip} on {link.name}: {err.strerror or err}",
-            "hanode needs root: CAP_NET_RAW",
-        ) from err
+        raise _probe_failed(link.name, ip, err) from err
 
 
-def _link_mac(ifname: str) -> bytes | None:
-    """The interface's Ethernet address, from a packet socket bound to it in this network
-    namespace (its name as the kernel gives it back); None when it has none, or there is
-    no such interface (the look says which)."""
-    import socket
-
+def _answer(probe: early.Probe) -> bytes | None:
+    """The answer of a probe run in its thread, its failure as _ask_arp's."""
     try:
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:  # receives nothing
-            sock.bind((ifname, 0))
-            _name, _proto, _type, hatype, mac = sock.getsockname()
-    except OSError:
-        return None
-    return mac if hatype == ARPHRD_ETHER and len(mac) == 6 else None
+        return probe.answer()
+    except OSError as err:
+        raise _probe_failed(probe.ifname, probe.ip, err) from err
 
 
-class _EarlyProbe:
-    """The duplicate probe in a thread of its own, begun before the look that says
-    whether its answer matters."""
-
-    def __init__(self, link: Interface, ip: ipaddress.IPv4Address) -> None:
-        self.mac = link.mac
-        self._holder: bytes | None = None
-        self._failure: StepFailed | None = None
-        self._thread = threading.Thread(
-            target=self._ask, args=(link, ip), name="hanode-arp-probe", daemon=True
-        )
-        self._thread.start()
-
-    def _ask(self, link: Interface, ip: ipaddress.IPv4Address) -> None:
-        try:
-            self._holder = _ask_arp(link, ip)
-        except StepFailed as err:
-            self._failure = err
-
-    def answer(self) -> bytes | None:
-        """The MAC that answered, once the probe is over; StepFailed if it could not run."""
-        self._thread.join()
-        if self._failure is not None:
-            raise self._failure
-        return self._holder
+def _probe_failed(ifname: str, ip: ipaddress.IPv4Address, err: OSError) -> StepFailed:
+    return StepFailed(
+        f"cannot probe {ip} on {ifname}: {err.strerror or err}", "hanode needs root: CAP_NET_RAW"
+    )
 
 
 def _bindable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool | None:
@@ -582,7 +551,7 @@ class FloatingAddress(Resource[AddressConfig]):
         guest) runs meanwhile: it says whether the answer matters (not when the address is
         here already, or on an interface the step will refuse). The verdict comes when the
         probe's second is over, not a look later."""
-        early = self._early_probe()
+        begun = self._early_probe()
         _warm_netlink()  # the step will add it: the import runs within the probe's wait
         found = self._scan()
         link = found.link
@@ -590,21 +559,26 @@ class FloatingAddress(Resource[AddressConfig]):
             return  # ours already, or the address step will say what is wrong
         if not self._probes(link):
             return
-        if early is not None and early.mac == link.mac:
-            holder = early.answer()
+        if begun is not None and begun.mac == link.mac:
+            holder = _answer(begun)
         else:  # no early probe, or the MAC changed meanwhile: probe as the look says
             holder = _ask_arp(link, self._v4_ip)
         self._judge(holder, link, ctx)
         self._probed_free = True
 
-    def _early_probe(self) -> _EarlyProbe | None:
+    def _early_probe(self) -> early.Probe | None:
+        """The probe /usr/bin/hanode began at startup for this address, if it fits and is
+        fresh (hanode.early); else one begun now."""
         if not (self._v4 and self.config.probe):
             return None
-        mac = _link_mac(self.config.interface)
+        begun = early.take(self.config.interface, self._v4_ip)
+        if begun is not None:
+            log.debug("%s: the duplicate probe begun at startup decides", self.config.ip.ip)
+            return begun
+        mac = early.link_mac(self.config.interface)
         if mac is None:
             return None
-        link = Interface(index=0, name=self.config.interface, flags=0, mac=mac)
-        return _EarlyProbe(link, self._v4_ip)
+        return early.Probe(self.config.interface, mac, self._v4_ip)
 
     @property
     def _v4_ip(self) -> ipaddress.IPv4Address:

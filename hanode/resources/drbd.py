@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # start's decisions: imported by the methods that make them, 
 
 log = logging.getLogger("hanode.drbd")
 
-PROC_DRBD = "/proc/drbd"
+PROC_DRBD = drbdstate.PROC_DRBD
 POLL_SECONDS = 0.25  # between reads of the state while waiting for the peer
 COMMAND_TIMEOUT = 30.0  # s for one drbdadm call: they answer in milliseconds unless stuck
 SECONDARY_FORCE_SINCE = (9, 1)  # `drbdsetup secondary --force` (I/O of openers fails)
@@ -303,14 +303,9 @@ class Drbd(Resource[DrbdConfig]):
         """/proc/drbd (a file read) says so: the module not loaded, or DRBD 8.4 with no
         minor Primary (which one is this resource's takes `drbdadm dump`)."""
         try:
-            proc = self._proc()
+            return drbdstate.start_promotes(self._proc())
         except (OSError, ParseError):
             return False
-        if proc is None:
-            return True
-        return proc.major < 9 and not any(
-            state.role is Role.PRIMARY for state in proc.devices.values()
-        )
 
     def settled(self, status: Status, *, starting: bool, ctx: Context) -> bool:
         """Start: Primary. Stop: up and Secondary, replicating; with --down: not up."""

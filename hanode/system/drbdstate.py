@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 from hanode.errors import ConfigError
 
+PROC_DRBD = "/proc/drbd"
+
 
 class ParseError(ValueError):
     """A DRBD tool printed something hanode cannot read."""
@@ -197,6 +199,15 @@ class ProcDrbd(NamedTuple):
     def major(self) -> int:
         """The version's first number: 8 or 9."""
         return int(self.version.split(".")[0])
+
+
+def start_promotes(proc: ProcDrbd | None) -> bool:
+    """Whether a start will surely promote, by /proc/drbd alone (``proc``; None when the
+    module is not loaded: nothing is up): DRBD 8.4 with no minor Primary. Which minor is
+    the resource's takes `drbdadm dump`; DRBD 9's /proc/drbd lists none: it cannot tell."""
+    if proc is None:
+        return True
+    return proc.major < 9 and not any(state.role is Role.PRIMARY for state in proc.devices.values())
 
 
 def parse_proc_drbd(text: str) -> ProcDrbd:

@@ -153,8 +153,10 @@ def test_3_switchover(scenario: dict[str, Any]) -> None:
     started = time.monotonic()
     expect(timed(scenario, "stop on node1", hanode, NODE1, "stop"), 0, "hanode stop on node1")
     with net.ArpWatch(lab.VIP) as arp:
-        expect(
-            timed(scenario, "start on node2", hanode, NODE2, "start"), 0, "hanode start on node2"
+        started_node2 = expect(
+            timed(scenario, "start on node2", hanode, NODE2, "--debug start"),
+            0,
+            "hanode start on node2",
         )
         scenario["steps"]["switchover"] = round(time.monotonic() - started, 2)
         # Right away, before any traffic: the gratuitous ARPs updated the client's entry.
@@ -170,6 +172,11 @@ def test_3_switchover(scenario: dict[str, Any]) -> None:
         round(t - times[0], 2) for t in times
     ]
     assert gap >= 1.5, times
+    # The duplicate probe went out as /usr/bin/hanode parsed its arguments, and its verdict
+    # is the one the promotion waited for (hanode.early).
+    assert (
+        "the duplicate probe begun at startup decides" in started_node2.stderr
+    ), started_node2.stderr
     assert NODE1.agent.sh(f"test -e /proc/{pid}").exitcode != 0, "the holder still runs"
     assert sql_ok("select count(*), min(id), max(id) from rows").strip() == "510|1|510"
     assert fetch("/cgi-bin/node").strip() == "served by node2"
