@@ -546,11 +546,12 @@ class FloatingAddress(Resource[AddressConfig]):
         means the cluster is active elsewhere (a peer that took over while this node was
         away): Refused, before DRBD is promoted, since a promotion alone forks the data.
 
-        The probe starts at once, with the interface's MAC from a packet socket bound to
-        it, and the look through `ip` (a process: a quarter of a second in a busy lab
-        guest) runs meanwhile: it says whether the answer matters (not when the address is
-        here already, or on an interface the step will refuse). The verdict comes when the
-        probe's second is over, not a look later."""
+        The probe is the one /usr/bin/hanode began as it started (hanode.early), else it
+        starts at once, with the interface's MAC from a packet socket bound to it; the
+        look through `ip` (a process: a quarter of a second in a busy lab guest) runs
+        meanwhile: it says whether the answer matters (not when the address is here
+        already, or on an interface the step will refuse) and that the MAC is still the
+        probe's. The verdict comes when the probe's second is over, not a look later."""
         begun = self._early_probe()
         _warm_netlink()  # the step will add it: the import runs within the probe's wait
         found = self._scan()
