@@ -144,9 +144,4 @@ def _wanted(args: argparse.Namespace) -> tuple[str, ipaddress.IPv4Address] | Non
 def _promotes() -> bool:
     from hanode.system import drbdstate
 
-    try:
-        with open(drbdstate.PROC_DRBD, encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        return drbdstate.start_promotes(None)
-    return drbdstate.start_promotes(drbdstate.parse_proc_drbd(text))
+    return drbdstate.start_promotes(drbdstate.read_proc_drbd(drbdstate.PROC_DRBD))

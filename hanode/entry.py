@@ -30,16 +30,14 @@ FLUSH_FAILED = 120
 
 def main() -> int:
     """Run hanode's command line, the collector paused while it loads. The arguments are
-    parsed first, with argparse alone loaded: a start begins its duplicate-address probe
-    then (hanode.early), and the probe's second runs while the rest of hanode loads."""
+    parsed first: a start begins its duplicate-address probe then (hanode.early), and the
+    probe's second runs while the rest of hanode loads."""
     gc.disable()
+    from hanode import early
     from hanode.cmdline import build_parser
 
     args = build_parser().parse_args()
-    if args.verb == "start":
-        from hanode import early
-
-        early.begin(args)
+    early.begin(args)  # a start that will promote: else nothing
     from hanode.cli import main_parsed
 
     return main_parsed(args)

@@ -581,11 +581,7 @@ def test_the_preflight_probes_while_it_looks(pair: Pair, monkeypatch: pytest.Mon
     finally:
         shutil.rmtree(slow)
     assert f"192.0.2.10 is in use: {pair.peer_mac} answers ARP" in caught.value.message
-    probes = [
-        when - began
-        for when, frame in frames
-        if (arp := announce.parse_arp(frame)) and arp.sender_ip.is_unspecified
-    ]
+    probes = [when - began for when in probes_of(frames)]
     # the probe went out before the look ended (it stops at the first answer), and no
     # second probe followed the look
     assert looked >= 1.5 and probes and max(probes) < 1.0, (looked, probes)

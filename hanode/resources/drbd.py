@@ -177,13 +177,9 @@ class Drbd(Resource[DrbdConfig]):
 
     def _proc(self) -> ProcDrbd | None:
         """/proc/drbd, or None when the module is not loaded (then nothing is up)."""
-        try:
-            with open(self._proc_path, encoding="utf-8", errors="replace") as handle:
-                text = handle.read()
-        except FileNotFoundError:
-            return None
-        proc = drbdstate.parse_proc_drbd(text)
-        self._last_version = proc.version
+        proc = drbdstate.read_proc_drbd(self._proc_path)
+        if proc is not None:
+            self._last_version = proc.version
         return proc
 
     def read_state(self) -> ResourceState | None:

@@ -210,6 +210,17 @@ def start_promotes(proc: ProcDrbd | None) -> bool:
     return proc.major < 9 and not any(state.role is Role.PRIMARY for state in proc.devices.values())
 
 
+def read_proc_drbd(path: str = PROC_DRBD) -> ProcDrbd | None:
+    """/proc/drbd (``path``) read and parsed; None when the module is not loaded (then
+    nothing is up). OSError if it cannot be read, ParseError if it makes no sense."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    return parse_proc_drbd(text)
+
+
 def parse_proc_drbd(text: str) -> ProcDrbd:
     """Parse /proc/drbd (8.4's layout; DRBD 9's has the version line only)."""
     lines = text.splitlines()
