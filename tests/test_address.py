@@ -915,6 +915,24 @@ def test_without_ip_installed_the_look_goes_through_netlink(
 
 
 @pytest.mark.root
+def test_once_a_start_loaded_netlink_its_looks_run_no_command(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe after the address step (and any look after it in the same run) is a
+    netlink dump, reading what a fresh resource reads through `ip`."""
+    config = address_config(arp_count=0, probe=False)
+    with inside(pair.node):
+        resource = FloatingAddress(config)
+        assert resource.probe().state is State.DOWN
+        resource.start(Context())
+        through_ip = FloatingAddress(config).probe()
+        monkeypatch.setattr(address, "run", lambda *a, **kw: pytest.fail("ran a command"))
+        through_netlink = resource.probe()
+    assert through_netlink == through_ip
+    assert through_netlink.state is State.UP
+
+
+@pytest.mark.root
 def test_without_ip_installed_stop_removes_through_netlink(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
