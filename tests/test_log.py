@@ -9,6 +9,7 @@ import os
 import pty
 import socket
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -165,6 +166,79 @@ class Flag(Resource):
 
     def plan_stop(self) -> list[str]:
         return [f"remove {self.flag}"]
+
+
+def _records() -> list[logging.LogRecord]:
+    """A step's record with its HANODE_* fields, a warning with arguments, an error with
+    an exception, a debug line: what hanode logs."""
+    logger = logging.getLogger("hanode.test")
+    step = logger.makeRecord(
+        "hanode.test",
+        logging.INFO,
+        __file__,
+        10,
+        "%s",
+        ("drbd start done",),
+        None,
+        "f",
+        {"HANODE_STEP": "drbd", "HANODE_SECONDS": "1.250", "lower": "dropped"},
+    )
+    warning = logger.makeRecord(
+        "hanode.test", logging.WARNING, __file__, 20, "%s is %d", ("x", 3), None, "g"
+    )
+    try:
+        raise ValueError("broke\nacross lines")
+    except ValueError:
+        error = logger.makeRecord(
+            "hanode.test", logging.ERROR, __file__, 30, "failed", (), sys.exc_info(), "h"
+        )
+    debug = logger.makeRecord("hanode.test", logging.DEBUG, __file__, 40, "+ ip", (), None, "i")
+    return [step, warning, error, debug]
+
+
+def test_the_entry_is_the_one_python3_systemds_handler_sends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hanode sends through python3-systemd's sendv what its JournalHandler would send
+    through the same sendv (the fields journald keeps: upper case, no leading _)."""
+    from systemd import journal
+
+    def kept(items: tuple[str | bytes, ...]) -> dict[str, str]:
+        fields = {}
+        for item in items:
+            name, _, value = (item.decode() if isinstance(item, bytes) else item).partition("=")
+            if name and name[0] != "_" and name == name.upper() and name.isidentifier():
+                fields[name] = value
+        return fields
+
+    sent: list[tuple[str | bytes, ...]] = []
+    monkeypatch.setattr(journal, "sendv", lambda *items: sent.append(items))
+    theirs = journal.JournalHandler(SYSLOG_IDENTIFIER="hanode")
+    ours = hlog._JournalHandler()
+    for record in _records():
+        theirs.handle(record)
+        expected = kept(sent.pop())
+        assert kept(tuple(hlog.journal_fields(record, ours.format(record)))) == expected
+        assert {"MESSAGE", "PRIORITY", "CODE_LINE", "SYSLOG_IDENTIFIER"} <= expected.keys()
+    assert expected["PRIORITY"] == "7" and expected["MESSAGE"] == "+ ip"
+
+
+def test_sending_to_the_journal_does_not_load_its_reader() -> None:
+    """The handler loads python3-systemd's sender alone, not systemd.journal (uuid,
+    platform, the reader, id128)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from hanode import log
+        handler = log._JournalHandler()
+        handler._load()
+        print(handler._send is not None, "systemd.journal" in sys.modules, "uuid" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True", "False", "False"], done.stderr
 
 
 def parse_native(datagram: bytes) -> dict[str, str]:
