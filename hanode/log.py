@@ -99,34 +99,33 @@ class _JournalHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.fallback: logging.Handler | None = None
-        self._send: Callable[..., object] | None = None
-        self._inner: logging.Handler | None = None
+        self._deliver: Callable[[logging.LogRecord], object] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         """Send ``record`` to the journal, loading the sender the first time."""
-        if self._send is None and self._inner is None:
-            self._load()
-        if self._send is None:
-            assert self._inner is not None
-            self._inner.handle(record)
-            return
-        try:
-            self._send(*journal_fields(record, self.format(record)))
-        except Exception:
-            self.handleError(record)
+        if self._deliver is None:
+            self._deliver = self._load()
+        self._deliver(record)
 
-    def _load(self) -> None:
+    def _load(self) -> Callable[[logging.LogRecord], object]:
+        """What delivers a record: sendv, else python3-systemd's handler, else fallback."""
         try:
             from systemd._journal import sendv
         except ImportError:
             try:
                 from systemd.journal import JournalHandler
             except ImportError:
-                self._inner = self.fallback or logging.NullHandler()
-            else:
-                self._inner = JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
-        else:
-            self._send = sendv
+                return (self.fallback or logging.NullHandler()).handle
+            handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+            return handler.handle
+
+        def send(record: logging.LogRecord) -> None:
+            try:
+                sendv(*journal_fields(record, self.format(record)))
+            except Exception:
+                self.handleError(record)
+
+        return send
 
 
 SYSLOG_IDENTIFIER = "hanode"
