@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -468,6 +469,42 @@ def test_the_new_node_unreachable_during_its_start_starts_the_old_one_again(pair
     assert acting(journal) == [("node1", "stop"), ("node2", "start"), ("node1", "start")]
     assert "node2: unknown (unreachable: `ssh node2`: no route to host)" in text
     assert "to do:\n  on node2: `hanode stop`" in text
+
+
+class MeetingNode(ScriptedNode):
+    """A ScriptedNode whose call of one argv, once the switchover has started a node, waits
+    at a barrier shared with the other node: both calls must be under way at the same
+    time, or the barrier times out (the survey's reads, before, pass as usual)."""
+
+    def __init__(self, node: ScriptedNode, argv: tuple[str, ...], barrier: threading.Barrier):
+        super().__init__(node.name, node.clock, node.journal)
+        self.script = node.script
+        self.meet = (argv, barrier)
+
+    def call(self, argv: Sequence[str], timeout: float) -> Reply:
+        started = any(call == ("start",) for _, call in self.journal)
+        if started and tuple(argv) == self.meet[0]:
+            self.meet[1].wait()
+        return super().call(argv, timeout)
+
+
+def test_the_verifications_two_reads_run_at_once(pair: Pair) -> None:
+    node1, node2, journal, clock = pair
+    node1.on("stop", s=1.0)
+    node2.on("start", s=2.0)
+    node2.on("status", "--json", out=active_now())
+    node1.on("status", "--json", "--arp", out=standby_seen_from(NEW_MAC))
+    barrier = threading.Barrier(2, timeout=10)
+    old = MeetingNode(node1, ("status", "--json", "--arp"), barrier)
+    new = MeetingNode(node2, ("status", "--json"), barrier)
+    code, text = switch(old, new, clock)
+    assert not barrier.broken, "the verification's two reads ran one after the other"
+    assert code is Exit.OK, text
+    assert sorted(journal[-2:]) == [
+        ("node1", ("status", "--json", "--arp")),
+        ("node2", ("status", "--json")),
+    ]
+    assert f"node1 sees 192.0.2.10/24 answered by node2's {NEW_MAC}" in text
 
 
 def test_verify_fails_when_the_old_node_sees_another_mac_answer(pair: Pair) -> None:
