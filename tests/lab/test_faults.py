@@ -87,29 +87,26 @@ def record_end(scenario: dict[str, Any], load: WriteLoad | None = None) -> None:
 
 def test_f1_killed_mid_run(scenario: dict[str, Any]) -> None:
     """SIGKILL `hanode start` and `hanode stop` at every step boundary: the same verb run
-    again exits 0 and reaches exactly its end state, then the opposite verb converges."""
+    again exits 0 and reaches exactly its end state. The kills alternate (a start killed
+    and finished, then a stop killed and finished, from the state the start reached), so
+    that each finished verb is the opposite verb's starting point and every run counts."""
+    assert len(START_POINTS) == len(STOP_POINTS)
     faults.install_killer(NODE1)
     expect(hanode(NODE1, "stop"), 0, "hanode stop to begin from standby")
     tried = converged = 0
-    for point in START_POINTS:
-        outcome = faults.kill_at(NODE1, "start", point)
-        assert outcome["killed"], outcome
-        tried += 1
-        expect(hanode(NODE1, "start"), 0, f"start again after a kill {outcome['where']}")
-        is_active(NODE1)
-        expect(hanode(NODE1, "stop"), 0, f"stop after the start killed {outcome['where']}")
-        is_standby(NODE1)
-        converged += 1
-    expect(hanode(NODE1, "start"), 0, "start before the stop kills")
-    for point in STOP_POINTS:
-        outcome = faults.kill_at(NODE1, "stop", point)
-        assert outcome["killed"], outcome
-        tried += 1
-        expect(hanode(NODE1, "stop"), 0, f"stop again after a kill {outcome['where']}")
-        is_standby(NODE1)
-        expect(hanode(NODE1, "start"), 0, f"start after the stop killed {outcome['where']}")
-        is_active(NODE1)
-        converged += 1
+    for start_point, stop_point in zip(START_POINTS, STOP_POINTS, strict=True):
+        for verb, point, check in (
+            ("start", start_point, is_active),
+            ("stop", stop_point, is_standby),
+        ):
+            outcome = faults.kill_at(NODE1, verb, point)
+            assert outcome["killed"], outcome
+            tried += 1
+            expect(hanode(NODE1, verb), 0, f"{verb} again after a kill {outcome['where']}")
+            check(NODE1)
+            converged += 1
+    expect(hanode(NODE1, "start"), 0, "start after the last kill")
+    is_active(NODE1)
     is_standby(NODE2)
     scenario["steps"]["kill points tried / converged"] = f"{tried} / {converged}"
     record_end(scenario)
