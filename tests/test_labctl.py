@@ -7,12 +7,14 @@ apt-get are stand-ins where an install is what is tested.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from hanodelab import cli, image, lab, net, tools  # noqa: E402
 # A tool check, then one of these verbs would change the lab: none of them may get there.
 VERBS = [
     (["up"], "mmdebstrap"),
+    (["images"], "mmdebstrap"),
     (["demo"], "mmdebstrap"),
     (["boot", "node1"], "qemu-system-x86_64"),
     (["reset"], "qemu-system-x86_64"),
@@ -259,3 +262,49 @@ def test_setup_host_lab_installs_every_package_labctl_names(tmp_path: Path) -> N
     # As root it "installs" them; otherwise it names them all as missing.
     named = record.read_text() if record.exists() else done.stderr
     assert set(tools.PACKAGES.values()) <= set(named.split())
+
+
+def test_an_image_build_under_way_is_waited_for_then_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`labctl images` (tests/run starts it beside the host tiers) holds the profile's lock
+    while it builds: the lab's own ensure() waits on it and takes the image it built,
+    instead of building it a second time."""
+    monkeypatch.setattr(image, "CACHE", tmp_path)
+    monkeypatch.setattr(image, "recipe_hash", lambda profile=image.PLAIN: "0123")
+    builds: list[str] = []
+    monkeypatch.setattr(image, "_build", lambda profile, keep: builds.append(profile))
+    folder = image.image_dir(image.PLAIN)
+    with (tmp_path / ".image-lock").open("w") as other:  # the build under way
+        fcntl.flock(other, fcntl.LOCK_EX)
+        result: list[object] = []
+        waiter = threading.Thread(target=lambda: result.append(image.ensure(image.PLAIN)))
+        waiter.start()
+        waiter.join(1.0)
+        assert waiter.is_alive(), "ensure() did not wait for the build under way"
+        folder.mkdir()
+        (folder / "complete").write_text("packages\n")
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert builds == []
+    [(built_image, seconds)] = result  # type: ignore[misc]
+    assert seconds is None
+    assert built_image == image.cached(image.PLAIN)
+
+
+def test_a_missing_image_is_built_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(image, "CACHE", tmp_path)
+    monkeypatch.setattr(image, "recipe_hash", lambda profile=image.PLAIN: "0123")
+
+    def build(profile: str, keep: frozenset[Path]) -> tuple[None, float]:
+        with (
+            (tmp_path / ".image-pacemaker-lock").open("w") as probe,
+            pytest.raises(BlockingIOError),
+        ):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None, 1.5
+
+    monkeypatch.setattr(image, "_build", build)
+    assert image.ensure("pacemaker") == (None, 1.5)

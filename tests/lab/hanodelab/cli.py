@@ -8,9 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import FrameType
 
-from hanodelab import lab, net, tools
+from hanodelab import image, lab, net, tools
 from hanodelab.image import PLAIN
 from hanodelab.progress import say
 from hanodelab.qga import AgentError
@@ -19,6 +20,7 @@ from hanodelab.qga import AgentError
 # and status talk to the guests' sockets and read /proc only.
 NEEDS = {
     "up": tools.LAB,
+    "images": tools.IMAGES,
     "demo": tools.LAB,
     "boot": tools.VMS,
     "reset": tools.VMS,
@@ -61,6 +63,17 @@ def _exec(name: str, command: list[str]) -> int:
     return result.exitcode
 
 
+def _images() -> int:
+    """Build the image of every profile that is missing, one after the other; the image
+    a lab that is up runs on is kept, even when its recipe has changed since."""
+    state = lab.load_state()
+    keep = frozenset([Path(state["image"]["root"]).parent]) if state.get("ready") else frozenset()
+    for profile in image.PROFILES:
+        _, built = image.ensure(profile, keep)
+        say(f"{profile} image: " + ("cached" if built is None else f"built in {built:.1f}s"))
+    return 0
+
+
 def _client(command: list[str]) -> int:
     if not net.exists():
         raise lab.LabError("the lab's namespace does not exist: run `tests/lab/labctl up`")
@@ -89,6 +102,7 @@ def main(argv: list[str]) -> int:
         dest="profile",
         help="the pacemaker profile: corosync + Pacemaker run hanode (ocf:hanode:hanode)",
     )
+    verbs.add_parser("images", help="build the guest image of each profile that is not built yet")
     run = verbs.add_parser("exec", help="run a shell command in a node as root")
     run.add_argument("node")
     run.add_argument("command", nargs=argparse.REMAINDER)
@@ -110,6 +124,8 @@ def main(argv: list[str]) -> int:
         tools.require(NEEDS.get(args.verb, ()))
         if args.verb == "up":
             return _up(args.profile)
+        if args.verb == "images":
+            return _images()
         if args.verb == "exec":
             if not args.command:
                 parser.error("exec needs a command")

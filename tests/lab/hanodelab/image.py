@@ -8,6 +8,7 @@ customize hook) is the same guest plus the cluster stack, an image of its own ha
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hanodelab.paths import CACHE, LAB, LOGS, RECIPE
-from hanodelab.progress import Progress
+from hanodelab.progress import Progress, say
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -147,12 +148,28 @@ def _run_logged(argv: list[str], log: Path, progress: Progress) -> None:
         raise RuntimeError(f"{argv[0]} failed with exit code {code}; see {log}")
 
 
-def ensure(profile: str = PLAIN) -> tuple[Image, float | None]:
+def ensure(profile: str = PLAIN, keep: frozenset[Path] = frozenset()) -> tuple[Image, float | None]:
     """The image of the profile's recipe, built if missing; also the build time (None:
-    cached)."""
-    image = cached(profile)
-    if image is not None:
-        return image, None
+    cached). One build per profile at a time: a build under way elsewhere (`labctl
+    images`, started by tests/run beside the host tiers) is waited for, then used. A new
+    build removes the profile's older images but those in ``keep`` (a running lab's)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / f".{_prefix(profile)}lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waited = time.monotonic()
+            say(f"waiting for the {profile} image's build under way (labctl images)")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            say(f"the {profile} image's build ended after {time.monotonic() - waited:.1f}s more")
+        image = cached(profile)
+        if image is not None:
+            return image, None
+        return _build(profile, keep)
+
+
+def _build(profile: str, keep: frozenset[Path] = frozenset()) -> tuple[Image, float]:
+    """Build the profile's image into the cache (the caller holds its lock)."""
     started = time.monotonic()
     folder = image_dir(profile)
     work = CACHE / f"build-{folder.name}"
@@ -197,7 +214,8 @@ def ensure(profile: str = PLAIN) -> tuple[Image, float | None]:
         shutil.rmtree(rootfs)
         (work / "complete").write_text(" ".join(packages(profile)) + "\n")
         for old in _stale(profile):  # one image per profile: the older ones are stale
-            shutil.rmtree(old, ignore_errors=True)
+            if old not in keep:
+                shutil.rmtree(old, ignore_errors=True)
         work.rename(folder)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -35,6 +35,7 @@ PACKAGES = {
 LAB = tuple(PACKAGES)  # up and demo may run every one of them
 VMS = ("qemu-system-x86_64", "ip")  # boot and reset start qemu in the namespace
 NET = ("ip",)  # client and down
+IMAGES = ("mmdebstrap", "mke2fs", "qemu-img")  # images builds them
 
 
 class ToolError(RuntimeError):
