@@ -334,6 +334,38 @@ def test_facts_verb_prints_one_document(tmp_path: Path) -> None:
     assert document["drbd"] is None and document["links"] == {}
 
 
+def test_gather_asks_dpkg_once_each_and_answers_as_the_separate_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The facts ask dpkg-query -S and -W once each (every -S run reads all the file
+    lists), and find what the per-part queries find, on this host's real dpkg."""
+    (tmp_path / "srv").mkdir()
+    config = parse(
+        '[services]\nunits = ["apt-daily.service", "hanode-no-such.service"]\n'
+        f'[links]\nmountpoint = "{tmp_path}/srv"\n'
+        f'links = [{{ path = "/usr/bin/dpkg", target = "{tmp_path}/srv/dpkg" }},\n'
+        f'  {{ path = "/hanode-nowhere", target = "{tmp_path}/srv/x" }}]\n',
+        tmp_path / "h.toml",
+    )
+    asked: list[tuple[str, ...]] = []
+    real_run = facts.run
+
+    def spy(argv: list[str], **options: Any) -> Any:
+        asked.append(tuple(argv[:2]))
+        return real_run(argv, **options)
+
+    monkeypatch.setattr(facts, "run", spy)
+    found = facts.gather(config)
+    assert asked.count(("dpkg-query", "-S")) == 1, asked
+    assert asked.count(("dpkg-query", "-W")) == 1, asked
+    monkeypatch.setattr(facts, "run", real_run)
+    assert found["units"] == facts.unit_facts(["apt-daily.service", "hanode-no-such.service"])
+    assert found["units"]["apt-daily.service"]["package"] == "apt"
+    assert found["link-packages"] == facts.owning_packages(["/usr/bin/dpkg", "/hanode-nowhere"])
+    assert found["link-packages"]["/usr/bin/dpkg"] == "dpkg"
+    assert found["python-packages"] == facts.package_versions(facts.PYTHON_PACKAGES)
+
+
 # -- drift ------------------------------------------------------------------------------
 
 
