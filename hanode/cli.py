@@ -523,16 +523,18 @@ def _switchover(config: Config, args: argparse.Namespace) -> int:
 
     options = ["--insecure-config"] if getattr(args, "insecure_config", False) else []
     local = LocalNode(os.uname().nodename, config.path, options)
+    peer = Peer(peer_config(config))
     switch = Switchover(
         local,
-        Peer(peer_config(config)),
+        peer,
         drift=drift,
         timeouts=verb_timeouts(config),
         progress=hlog.progress,
         out=sys.stdout,
     )
     began, started_at = time.monotonic(), time.time()
-    code = switch.run(dry_run=args.dry_run, as_json=args.json)
+    with peer.connection():  # the survey, the verb and the look: one SSH login
+        code = switch.run(dry_run=args.dry_run, as_json=args.json)
     if not args.dry_run and code is not Exit.REFUSED:  # it acted: monitoring may ask
         seconds = time.monotonic() - began
         from hanode.monitor import SWITCHOVER_REPORT

@@ -10,15 +10,21 @@ is a request, never a shell.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shlex
+import shutil
+import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hanode.config import Config, PeerConfig
-from hanode.errors import ConfigError, Refused, UsageError
+from hanode.errors import ConfigError, HanodeError, Refused, UsageError
 from hanode.nodelink import Reply
 from hanode.run import CommandError, run, stderr_tail
 
@@ -46,11 +52,16 @@ ALLOWED: frozenset[tuple[str, ...]] = frozenset(
 # A dead peer is noticed within INTERVAL x COUNT seconds once connected.
 SERVER_ALIVE_INTERVAL = 5
 SERVER_ALIVE_COUNT = 3
+# A master connection left behind (its hanode killed) ends after this many idle seconds.
+MASTER_IDLE = 30
 # ssh's own exit status when it failed (connection, authentication, host key).
 SSH_FAILED = 255
 # Where the package installs the command (the units run it from there too).
 HANODE = "/usr/bin/hanode"
 KEYGEN_HINT = "ssh-keygen -t ed25519 -N '' -C hanode@{node} -f {identity}"
+
+
+log = logging.getLogger(__name__)
 
 
 class PeerUnreachable(Refused):
@@ -86,6 +97,10 @@ class Peer:
             )
         self._name = other
         self.destination = config.address(other)
+        # inside connection(): the master's socket folder, and whether the master is up
+        self._control: Path | None = None
+        self._master_up = False
+        self._master_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -100,6 +115,14 @@ class Peer:
                 f"not a request the peer serves: {shlex.join(request)!r}",
                 "peer-serve runs only: " + ", ".join(sorted(" ".join(r) for r in ALLOWED)),
             )
+        control = {}
+        if self._master_up and self._control is not None:
+            # a session on the master's connection; without it (gone), a connection of its own
+            control = {"ControlMaster": "no", "ControlPath": str(self._control / "master")}
+        return [*self._ssh(control), shlex.join(["hanode", *request])]
+
+    def _ssh(self, extra: dict[str, str], *flags: str) -> list[str]:
+        """ssh, its options (and ``extra``), ``flags``, the peer: all but a command."""
         options = {
             "BatchMode": "yes",  # never a password prompt: a key or nothing
             "ConnectTimeout": str(self.config.connect_timeout),
@@ -119,22 +142,81 @@ class Peer:
             "PermitLocalCommand": "no",
             "UpdateHostKeys": "no",
             "LogLevel": "ERROR",  # no banners on stderr: its last line is the reason
+            **extra,
         }
         command = ["ssh", "-F", "/dev/null"]  # no ~/.ssh/config nor /etc/ssh/ssh_config
         for key, value in options.items():
             command += ["-o", f"{key}={value}"]
-        command += ["-l", self.config.user, "--", self.destination]
-        return [*command, shlex.join(["hanode", *request])]
+        return [*command, *flags, "-l", self.config.user, "--", self.destination]
+
+    @contextmanager
+    def connection(self) -> Iterator[None]:
+        """One SSH connection for the calls made inside (a switchover's several): the
+        first call opens it (a master in the background: the key exchange and the
+        authentication, seconds on a busy node, are paid once), each call is a session
+        on it, leaving closes it. The master's socket lives in a folder of its own that
+        only root can enter; a master left behind by a killed hanode ends by itself once
+        idle (MASTER_IDLE). Where that folder cannot be made, or the master has gone (the
+        peer lost), each call connects on its own, as outside: ssh falls back by itself.
+        A peer the master cannot reach is PeerUnreachable, as a call would be."""
+        from hanode.engine import run_dir
+
+        try:
+            self._control = Path(tempfile.mkdtemp(prefix="hanode-ssh-", dir=run_dir()))
+        except OSError as err:
+            log.debug("no SSH master: %s", err)
+            yield
+            return
+        try:
+            yield
+        finally:
+            control, self._control = self._control, None
+            with self._master_lock:
+                if self._master_up:
+                    self._master_up = False
+                    with contextlib.suppress(HanodeError):
+                        run(
+                            self._ssh({"ControlPath": str(control / "master")}, "-O", "exit"),
+                            timeout=10,
+                            check=False,
+                        )
+            shutil.rmtree(control, ignore_errors=True)
+
+    def _open_master(self, timeout: float) -> None:
+        """Inside connection(): the master connection, once (PeerUnreachable if ssh
+        cannot connect: the call would fail the same way)."""
+        with self._master_lock:
+            if self._control is None or self._master_up:
+                return
+            command = self._ssh(
+                {
+                    "ControlMaster": "yes",
+                    "ControlPath": str(self._control / "master"),
+                    "ControlPersist": str(MASTER_IDLE),
+                },
+                "-N",  # no command: the forced one runs for each session, not for this
+                "-f",  # into the background once authenticated
+            )
+            try:
+                done = run(command, timeout=timeout, check=False)
+            except CommandError as err:
+                reason = "timed out" if err.returncode is None else "could not run ssh"
+                raise self._unreachable(f"{reason}: {stderr_tail(err.stderr, 1) or err}") from err
+            if done.returncode != 0:
+                raise self._unreachable(stderr_tail(done.stderr, 1) or "ssh failed (exit 255)")
+            self._master_up = True
 
     def call(self, argv: Sequence[str], timeout: float) -> Reply:
         """Run ``hanode ARGV`` on the peer; its exit status is in the reply.
 
         PeerUnreachable when ssh itself failed (exit 255) or the call timed out.
         """
-        command = self.ssh_argv(argv)
         began = time.monotonic()
+        if self._control is not None:
+            self._open_master(timeout)
+        command = self.ssh_argv(argv)
         try:
-            done = run(command, timeout=timeout, check=False)
+            done = run(command, timeout=max(timeout - (time.monotonic() - began), 1), check=False)
         except CommandError as err:
             reason = "timed out" if err.returncode is None else "could not run ssh"
             raise self._unreachable(f"{reason}: {stderr_tail(err.stderr, 1) or err}") from err

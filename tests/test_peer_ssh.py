@@ -358,3 +358,51 @@ def test_an_unreachable_peer_is_refused_with_the_reason(server: Server) -> None:
     done = server.hanode("check", "--peer", config=strange)
     assert done.returncode == Exit.REFUSED, done.stderr
     assert "Host key verification failed" in done.stderr, done.stderr
+
+
+CONNECTION = """\
+import json, os, sys
+sys.path.insert(0, {root!r})
+os.environ["HANODE_RUN_DIR"] = {run_dir!r}
+from pathlib import Path
+from hanode.config import parse
+from hanode.peer import Peer
+path = Path({config!r})
+peer = Peer(parse(path.read_text(), path).peer, {node!r})
+codes, inside = [], []
+with peer.connection():
+    for argv in (["status", "--json"], ["check", "--json"], ["status", "--json"]):
+        codes.append(peer.call(argv, 30).exitcode)
+    inside = sorted(os.listdir({run_dir!r}))
+    master = peer.ssh_argv(["status"])
+print(json.dumps({{"codes": codes, "inside": inside, "after": sorted(os.listdir({run_dir!r})),
+                   "master": master, "alone": peer.ssh_argv(["status"])}}))
+"""
+
+
+def test_a_connection_carries_every_call_over_one_ssh_login(server: Server) -> None:
+    """Inside Peer.connection() the calls are sessions on one master connection: sshd
+    sees one login for three calls, each call still runs the forced command (the peer's
+    verbs answer), and leaving closes the master and removes its socket's folder."""
+    run_dir = server.tmp / "run-connection"
+    run_dir.mkdir(exist_ok=True)
+    logins = (server.tmp / "sshd.log").read_text().count("Accepted publickey")
+    script = CONNECTION.format(
+        root=str(ROOT), run_dir=str(run_dir), config=str(server.local_config), node=NODE
+    )
+    done = _run(["ip", "netns", "exec", server.netns, PYTHON, "-c", script], timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["codes"] == [StatusExit.ALL_DOWN, Exit.OK, StatusExit.ALL_DOWN], done.stderr
+    assert wait_for(
+        lambda: (server.tmp / "sshd.log").read_text().count("Accepted publickey") >= logins + 1, 5
+    )
+    time.sleep(0.5)  # a second login, were there one, is logged by now
+    assert (server.tmp / "sshd.log").read_text().count("Accepted publickey") == logins + 1
+    [folder] = result["inside"]
+    assert folder.startswith("hanode-ssh-")
+    assert f"ControlPath={run_dir / folder}/master" in result["master"]
+    assert result["after"] == [], "the master's folder is left behind"
+    assert not any("ControlPath" in word for word in result["alone"])
+    masters = _run(["pgrep", "-f", f"ControlPath={run_dir}"])
+    assert masters.stdout == "", "the master connection still runs"
