@@ -48,7 +48,7 @@ from hanode.resources.address import (
     scan_json,
 )
 from hanode.run import SYSTEM_PATH
-from hanode.system import announce, drbdstate
+from hanode.system import announce, drbdstate, networkd
 
 V4 = ipaddress.IPv4Interface("192.0.2.10/24")
 V6 = ipaddress.IPv6Interface("2001:db8::10/64")
@@ -1317,3 +1317,71 @@ def test_a_probe_begun_at_startup_that_does_not_fit_is_left(
     assert f"{config.ip.ip} is in use: {pair.peer_mac}" in caught.value.message
     assert len(probes_of(frames)) > announce.PROBE_SENDS  # the startup's, then its own
     assert early._pending == []
+
+
+# -- systemd-networkd would remove the address ---------------------------------------
+
+
+def _networkd_link(folder: Path, index: int, network: str, *dropins: str) -> Path:
+    """A networkd state file for link ``index`` naming a .network file (and drop-ins)
+    with the given [Network] lines, as systemd 252 writes them."""
+    links = folder / "links"
+    links.mkdir(exist_ok=True)
+    main = folder / "20-eth0.network"
+    main.write_text(f"[Match]\nName=eth0\n\n[Network]\nAddress=192.0.2.2/24\n{network}")
+    paths = []
+    for number, text in enumerate(dropins):
+        dropin = folder / f"{number}.conf"
+        dropin.write_text(f"[Network]\n{text}")
+        paths.append(str(dropin))
+    quoted = f'NETWORK_FILE_DROPINS="{" ".join(paths)}"\n' if paths else ""
+    (links / str(index)).write_text(
+        f"# This is private data. Do not parse.\nADMIN_STATE=configured\n"
+        f"OPER_STATE=routable\nNETWORK_FILE={main}\n{quoted}"
+    )
+    return links
+
+
+@pytest.mark.parametrize(
+    ("network", "dropins", "keeps", "value"),
+    [
+        ("", (), False, ""),
+        ("KeepConfiguration=static\n", (), True, "static"),
+        ("KeepConfiguration=yes\nAddress=192.0.2.3/24\n", (), True, "yes"),
+        ("KeepConfiguration=dhcp\n", (), False, "dhcp"),
+        ("KeepConfiguration=static\n", ("KeepConfiguration=no\n",), False, "no"),
+        ("", ("KeepConfiguration=static\n",), True, "static"),
+        ("keepconfiguration=static\n", (), False, ""),  # systemd's keys are case-sensitive
+    ],
+)
+def test_networkd_keep_configuration_read_from_the_files_it_applies(
+    tmp_path: Path, network: str, dropins: tuple[str, ...], keeps: bool, value: str
+) -> None:
+    links = _networkd_link(tmp_path, 7, network, *dropins)
+    found = networkd.managed(7, links)
+    assert found == networkd.Managed(str(tmp_path / "20-eth0.network"), keeps, value)
+    assert networkd.managed(8, links) is None  # no state file: not networkd's
+    (links / "7").write_text("ADMIN_STATE=unmanaged\nOPER_STATE=routable\n")
+    assert networkd.managed(7, links) is None  # unmanaged: no NETWORK_FILE
+
+
+@pytest.mark.root
+def test_check_warns_when_networkd_would_remove_the_address(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = int(ipj("-n", pair.node, "link", "show", "dev", "eth0")[0]["ifindex"])  # type: ignore[call-overload]
+    config = address_config()
+    monkeypatch.setattr(networkd, "NETIF_LINKS", _networkd_link(tmp_path, index, ""))
+    with inside(pair.node):
+        findings = FloatingAddress(config).check()
+    assert [f.level for f in findings] == [Level.WARNING], findings
+    assert findings[0].message == (
+        f"systemd-networkd manages eth0 ({tmp_path}/20-eth0.network, no KeepConfiguration=): "
+        "a restart of systemd-networkd (a systemd upgrade) removes 192.0.2.10/24 from the "
+        "active node"
+    )
+    assert "add KeepConfiguration=static to [Network]" in (findings[0].hint or "")
+    _networkd_link(tmp_path, index, "KeepConfiguration=static\n")
+    with inside(pair.node):
+        findings = FloatingAddress(config).check()
+    assert [f.level for f in findings] == [Level.OK], findings

@@ -1021,6 +1021,7 @@ class FloatingAddress(Resource[AddressConfig]):
             findings.append(
                 Finding(Level.ERROR, f"cannot open a raw socket: {problem}", "run hanode as root")
             )
+        findings += self._network_daemon_problems(found.link.index)
         if not findings:
             where = "present" if found.exact(config) else "not present"
             findings.append(
@@ -1029,6 +1030,29 @@ class FloatingAddress(Resource[AddressConfig]):
                 )
             )
         return findings
+
+    def _network_daemon_problems(self, index: int) -> list[Finding]:
+        """A systemd-networkd that would remove the address when it restarts."""
+        from hanode.system import networkd
+
+        managed = networkd.managed(index)
+        if managed is None or managed.keeps_static:
+            return []
+        written = (
+            f"KeepConfiguration={managed.keep_configuration}"
+            if managed.keep_configuration
+            else "no KeepConfiguration="
+        )
+        return [
+            Finding(
+                Level.WARNING,
+                f"systemd-networkd manages {self.config.interface} ({managed.network_file}, "
+                f"{written}): a restart of systemd-networkd (a systemd upgrade) removes "
+                f"{self.config.ip} from the active node",
+                f"add KeepConfiguration=static to [Network] in {managed.network_file}, "
+                "then `networkctl reload`",
+            )
+        ]
 
 
 def _spec(request: dict[str, Any], config: AddressConfig) -> str:
