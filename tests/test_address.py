@@ -1321,25 +1321,22 @@ def test_a_probe_begun_at_startup_that_does_not_fit_is_left(
 
 # -- systemd-networkd would remove the address ---------------------------------------
 
+# Link.Describe() of eth0, captured from a lab guest (systemd 252): see its README
+DESCRIBED = json.loads((Path(__file__).parent / "data/networkd/describe-eth0.json").read_text())
 
-def _networkd_link(folder: Path, index: int, network: str, *dropins: str) -> Path:
-    """A networkd state file for link ``index`` naming a .network file (and drop-ins)
-    with the given [Network] lines, as systemd 252 writes them."""
-    links = folder / "links"
-    links.mkdir(exist_ok=True)
-    main = folder / "20-eth0.network"
+
+def _networkd(folder: Path, network: str, *dropins: tuple[str, str]) -> dict[str, object]:
+    """A .network file with the given [Network] lines, drop-ins (directory, text) beside
+    it in networkd's directories under ``folder``; the captured Describe() naming it."""
+    etc = folder / "etc"
+    etc.mkdir(exist_ok=True)
+    main = etc / "20-eth0.network"
     main.write_text(f"[Match]\nName=eth0\n\n[Network]\nAddress=192.0.2.2/24\n{network}")
-    paths = []
-    for number, text in enumerate(dropins):
-        dropin = folder / f"{number}.conf"
-        dropin.write_text(f"[Network]\n{text}")
-        paths.append(str(dropin))
-    quoted = f'NETWORK_FILE_DROPINS="{" ".join(paths)}"\n' if paths else ""
-    (links / str(index)).write_text(
-        f"# This is private data. Do not parse.\nADMIN_STATE=configured\n"
-        f"OPER_STATE=routable\nNETWORK_FILE={main}\n{quoted}"
-    )
-    return links
+    for number, (directory, text) in enumerate(dropins):
+        folder_d = folder / directory / "20-eth0.network.d"
+        folder_d.mkdir(parents=True, exist_ok=True)
+        (folder_d / f"{number}-x.conf").write_text(f"[Network]\n{text}")
+    return {**DESCRIBED, "NetworkFile": str(main)}
 
 
 @pytest.mark.parametrize(
@@ -1349,20 +1346,47 @@ def _networkd_link(folder: Path, index: int, network: str, *dropins: str) -> Pat
         ("KeepConfiguration=static\n", (), True, "static"),
         ("KeepConfiguration=yes\nAddress=192.0.2.3/24\n", (), True, "yes"),
         ("KeepConfiguration=dhcp\n", (), False, "dhcp"),
-        ("KeepConfiguration=static\n", ("KeepConfiguration=no\n",), False, "no"),
-        ("", ("KeepConfiguration=static\n",), True, "static"),
+        ("KeepConfiguration=static\n", (("run", "KeepConfiguration=no\n"),), False, "no"),
+        ("", (("etc", "KeepConfiguration=static\n"),), True, "static"),
         ("keepconfiguration=static\n", (), False, ""),  # systemd's keys are case-sensitive
+        # 0-x.conf in etc hides 0-x.conf in run; 1-x.conf (run) comes after it
+        (
+            "",
+            (("etc", "KeepConfiguration=no\n"), ("run", "KeepConfiguration=static\n")),
+            True,
+            "static",
+        ),
     ],
 )
 def test_networkd_keep_configuration_read_from_the_files_it_applies(
-    tmp_path: Path, network: str, dropins: tuple[str, ...], keeps: bool, value: str
+    tmp_path: Path, network: str, dropins: tuple[tuple[str, str], ...], keeps: bool, value: str
 ) -> None:
-    links = _networkd_link(tmp_path, 7, network, *dropins)
-    found = networkd.managed(7, links)
-    assert found == networkd.Managed(str(tmp_path / "20-eth0.network"), keeps, value)
-    assert networkd.managed(8, links) is None  # no state file: not networkd's
-    (links / "7").write_text("ADMIN_STATE=unmanaged\nOPER_STATE=routable\n")
-    assert networkd.managed(7, links) is None  # unmanaged: no NETWORK_FILE
+    described = _networkd(tmp_path, network, *dropins)
+    directories = (str(tmp_path / "etc"), str(tmp_path / "run"))
+    found = networkd.managed(2, lambda index: described, directories)
+    assert found == networkd.Managed(str(tmp_path / "etc/20-eth0.network"), keeps, value)
+
+
+def test_networkd_hidden_dropin_and_no_networkd(tmp_path: Path) -> None:
+    (tmp_path / "run/20-eth0.network.d").mkdir(parents=True)
+    (tmp_path / "run/20-eth0.network.d/a.conf").write_text("[Network]\nKeepConfiguration=no\n")
+    described = _networkd(tmp_path, "KeepConfiguration=static\n", ("etc", "x"))
+    (tmp_path / "etc/20-eth0.network.d/a.conf").write_text("[Network]\n")  # hides run's
+    directories = (str(tmp_path / "etc"), str(tmp_path / "run"))
+    assert networkd.dropins(described["NetworkFile"], directories) == [  # type: ignore[arg-type]
+        str(tmp_path / "etc/20-eth0.network.d/0-x.conf"),
+        str(tmp_path / "etc/20-eth0.network.d/a.conf"),
+    ]
+    found = networkd.managed(2, lambda index: described, directories)
+    assert found is not None and found.keeps_static
+    assert networkd.managed(2, lambda index: None, directories) is None  # no networkd
+    unmanaged = {key: value for key, value in DESCRIBED.items() if key != "NetworkFile"}
+    assert networkd.managed(2, lambda index: unmanaged, directories) is None
+
+
+def test_no_system_bus_means_no_networkd_to_ask(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/hanode-test-bus")
+    assert networkd.describe_link(2) is None
 
 
 @pytest.mark.root
@@ -1370,18 +1394,23 @@ def test_check_warns_when_networkd_would_remove_the_address(
     pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index = int(ipj("-n", pair.node, "link", "show", "dev", "eth0")[0]["ifindex"])  # type: ignore[call-overload]
+    asked: list[int] = []
+    # the file keeps it, a drop-in of its own (networkd's directories: here, etc) undoes it
+    described = _networkd(tmp_path, "KeepConfiguration=static\n", ("etc", "KeepConfiguration=no\n"))
+    monkeypatch.setattr(networkd, "describe_link", lambda i: asked.append(i) or described)
+    monkeypatch.setattr(networkd, "DIRECTORIES", (str(tmp_path / "etc"),))
     config = address_config()
-    monkeypatch.setattr(networkd, "NETIF_LINKS", _networkd_link(tmp_path, index, ""))
     with inside(pair.node):
         findings = FloatingAddress(config).check()
+    assert asked == [index]
     assert [f.level for f in findings] == [Level.WARNING], findings
     assert findings[0].message == (
-        f"systemd-networkd manages eth0 ({tmp_path}/20-eth0.network, no KeepConfiguration=): "
-        "a restart of systemd-networkd (a systemd upgrade) removes 192.0.2.10/24 from the "
-        "active node"
+        f"systemd-networkd manages eth0 ({tmp_path}/etc/20-eth0.network, "
+        "KeepConfiguration=no): a restart of systemd-networkd (a systemd upgrade) removes "
+        "192.0.2.10/24 from the active node"
     )
     assert "add KeepConfiguration=static to [Network]" in (findings[0].hint or "")
-    _networkd_link(tmp_path, index, "KeepConfiguration=static\n")
+    (tmp_path / "etc/20-eth0.network.d/0-x.conf").unlink()
     with inside(pair.node):
         findings = FloatingAddress(config).check()
     assert [f.level for f in findings] == [Level.OK], findings

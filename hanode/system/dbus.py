@@ -31,7 +31,7 @@ from jeepney import (  # type: ignore[import]
 from jeepney.bus import get_bus  # type: ignore[import]
 from jeepney.bus_messages import message_bus  # type: ignore[import]
 from jeepney.io.blocking import DBusConnection, prep_socket  # type: ignore[import]
-from jeepney.low_level import HeaderFields  # type: ignore[import]
+from jeepney.low_level import HeaderFields, MessageFlag  # type: ignore[import]
 
 from hanode.errors import StepFailed
 
@@ -43,6 +43,13 @@ SERVICE = "org.freedesktop.systemd1.Service"
 JOB = "org.freedesktop.systemd1.Job"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 LOGIND = "org.freedesktop.login1"
+NETWORK1 = "org.freedesktop.network1"  # systemd-networkd
+NETWORK1_PATH = "/org/freedesktop/network1"
+# the bus's answers when nobody owns the name (and it is not to be activated for us)
+_NOT_RUNNING = (
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+)
 
 CALL_TIMEOUT = 10.0  # s for one method call: systemd answers in milliseconds unless stuck
 CANCEL_SETTLE = 2.0  # s to see the JobRemoved of a job we cancelled
@@ -331,6 +338,29 @@ class Systemd:
             MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas", ([], list(patterns))
         )
         return sorted((str(entry[0]), str(entry[3])) for entry in units)
+
+    def network_link(self, index: int) -> dict[str, Any] | None:
+        """systemd-networkd's description of link ``index`` (its Link.Describe(), the JSON
+        `networkctl status --json` prints: NetworkFile names the .network file applied);
+        None when networkd does not run (the question never starts it: no auto-start)
+        or does not know the link."""
+        import json
+
+        def call(path: str, interface: str, method: str, *args: Any) -> tuple[Any, ...]:
+            address = DBusAddress(path, bus_name=NETWORK1, interface=interface)
+            message = new_method_call(address, method, "i" if args else None, args)
+            message.header.flags |= MessageFlag.no_auto_start
+            return self._send(message, f"systemd-networkd's {method}")
+
+        try:
+            _name, path = call(NETWORK1_PATH, f"{NETWORK1}.Manager", "GetLinkByIndex", index)
+            (text,) = call(str(path), f"{NETWORK1}.Link", "Describe")
+        except BusError as err:
+            if err.name in _NOT_RUNNING or err.name == f"{NETWORK1}.NoSuchLink":
+                return None
+            raise
+        described = json.loads(text)
+        return described if isinstance(described, dict) else None
 
     def _subscribe(self) -> None:
         """Have the bus route systemd's JobRemoved to us, and systemd send it."""

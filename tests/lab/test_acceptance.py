@@ -285,3 +285,42 @@ def test_6_idempotency(scenario: dict[str, Any]) -> None:
             assert results == {"skipped"}, document[f"last_{verb}"]
         if label == "start #2":
             assert fetch("/cgi-bin/node").strip() == "served by node1"
+
+
+def test_7_networkd_keeps_the_vip(scenario: dict[str, Any]) -> None:
+    """The lab's eth0 .network files say KeepConfiguration=static: `hanode check` finds no
+    fault and a restart of systemd-networkd leaves the VIP on node1. A drop-in undoing it
+    is named by check (a warning: exit 0) with the file and the fix, and then the same
+    restart removes the VIP, as check said; `hanode start` puts it back."""
+    expect(hanode(NODE1, "check"), 0, "check on node1")
+    NODE1.agent.sh("systemctl restart systemd-networkd.service")
+    assert vip_count(NODE1) == 1, "a restart of systemd-networkd removed the VIP"
+    dropin = "/run/systemd/network/20-node1-eth0.network.d"
+    NODE1.agent.sh(
+        f"mkdir -p {dropin} && printf '[Network]\\nKeepConfiguration=no\\n' >{dropin}/50-lab.conf"
+        " && networkctl reload"
+    )
+    checked = expect(hanode(NODE1, "check --json"), 0, "check with KeepConfiguration=no")
+    warnings = [
+        finding["message"]
+        for finding in json.loads(checked.stdout)["findings"]
+        if finding["level"] == "warning"
+    ]
+    assert warnings == [
+        "systemd-networkd manages eth0 (/etc/systemd/network/20-node1-eth0.network, "
+        "KeepConfiguration=no): a restart of systemd-networkd (a systemd upgrade) removes "
+        f"{lab.VIP}/24 from the active node"
+    ], checked.stdout
+    NODE1.agent.sh("systemctl restart systemd-networkd.service")
+    lab.wait_for(lambda: vip_count(NODE1) == 0, 30, "networkd removing the VIP")
+    expect(hanode(NODE1, "status"), 1, "status with the VIP gone")
+    NODE1.agent.sh(f"rm -r {dropin} && networkctl reload")
+    expect(hanode(NODE1, "start"), 0, "start puts the VIP back")
+    assert vip_count(NODE1) == 1
+    scenario["steps"]["warning"] = warnings[0]
+
+
+def vip_count(target: Node) -> int:
+    """How many times the VIP is on the node's eth0."""
+    shown = target.agent.sh("ip -4 -o addr show dev eth0").stdout
+    return shown.count(f" {lab.VIP}/")
