@@ -343,12 +343,18 @@ def switch(node1: ScriptedNode, node2: ScriptedNode, clock: Clock, **run: bool) 
 Pair = tuple[ScriptedNode, ScriptedNode, list[tuple[str, tuple[str, ...]]], Clock]
 
 
-def test_switchover_stops_the_active_starts_the_standby_and_verifies(pair: Pair) -> None:
-    node1, node2, journal, clock = pair
+def script_a_clean_switchover(node1: ScriptedNode, node2: ScriptedNode) -> None:
+    """node1's stop and node2's start succeed; node2 is then up, and node1 sees the
+    address answered by node2's MAC."""
     node1.on("stop", s=1.0)
     node2.on("start", s=2.0)
     node2.on("status", "--json", out=active_now())
     node1.on("status", "--json", "--arp", out=standby_seen_from(NEW_MAC))
+
+
+def test_switchover_stops_the_active_starts_the_standby_and_verifies(pair: Pair) -> None:
+    node1, node2, journal, clock = pair
+    script_a_clean_switchover(node1, node2)
     code, text = switch(node1, node2, clock)
     assert code is Exit.OK
     assert acting(journal) == [("node1", "stop"), ("node2", "start")]
@@ -490,10 +496,7 @@ class MeetingNode(ScriptedNode):
 
 def test_the_verifications_two_reads_run_at_once(pair: Pair) -> None:
     node1, node2, journal, clock = pair
-    node1.on("stop", s=1.0)
-    node2.on("start", s=2.0)
-    node2.on("status", "--json", out=active_now())
-    node1.on("status", "--json", "--arp", out=standby_seen_from(NEW_MAC))
+    script_a_clean_switchover(node1, node2)
     barrier = threading.Barrier(2, timeout=10)
     old = MeetingNode(node1, ("status", "--json", "--arp"), barrier)
     new = MeetingNode(node2, ("status", "--json"), barrier)
