@@ -290,8 +290,9 @@ def gather(config: Config) -> dict[str, Any]:
     shown = unit_properties(list(services.units)) if services else {}
     # one dpkg-query -S and one -W for every question: each -S run reads all the
     # packages' file lists (0.5-0.9 s in a lab guest), each -W the status database
-    owners = owning_packages([*fragment_paths(shown), *link_paths])
-    unit_packages = {owners.get(path) for path in fragment_paths(shown)}
+    fragments = fragment_paths(shown)
+    owners = owning_packages([*fragments, *link_paths])
+    unit_packages = {owners.get(path) for path in fragments}
     versions = package_versions(
         sorted({package for package in unit_packages if package} | set(PYTHON_PACKAGES))
     )

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from hanode.config import Config, PeerConfig
 from hanode.errors import ConfigError, HanodeError, Refused, UsageError
 from hanode.nodelink import Reply
-from hanode.run import CommandError, run, stderr_tail
+from hanode.run import CommandError, Completed, run, stderr_tail
 
 if TYPE_CHECKING:
     from hanode.resources import Finding
@@ -197,11 +197,7 @@ class Peer:
                 "-N",  # no command: the forced one runs for each session, not for this
                 "-f",  # into the background once authenticated
             )
-            try:
-                done = run(command, timeout=timeout, check=False)
-            except CommandError as err:
-                reason = "timed out" if err.returncode is None else "could not run ssh"
-                raise self._unreachable(f"{reason}: {stderr_tail(err.stderr, 1) or err}") from err
+            done = self._run_ssh(command, timeout)
             if done.returncode != 0:
                 raise self._unreachable(stderr_tail(done.stderr, 1) or "ssh failed (exit 255)")
             self._master_up = True
@@ -214,15 +210,19 @@ class Peer:
         began = time.monotonic()
         if self._control is not None:
             self._open_master(timeout)
-        command = self.ssh_argv(argv)
-        try:
-            done = run(command, timeout=max(timeout - (time.monotonic() - began), 1), check=False)
-        except CommandError as err:
-            reason = "timed out" if err.returncode is None else "could not run ssh"
-            raise self._unreachable(f"{reason}: {stderr_tail(err.stderr, 1) or err}") from err
+        done = self._run_ssh(self.ssh_argv(argv), max(timeout - (time.monotonic() - began), 1))
         if done.returncode == SSH_FAILED:
             raise self._unreachable(stderr_tail(done.stderr, 1) or "ssh failed (exit 255)")
         return Reply.of(self._name, argv, done, began)
+
+    def _run_ssh(self, command: list[str], timeout: float) -> Completed:
+        """Run an ssh command line to its end; PeerUnreachable when ssh could not be run
+        or did not end in time."""
+        try:
+            return run(command, timeout=timeout, check=False)
+        except CommandError as err:
+            reason = "timed out" if err.returncode is None else "could not run ssh"
+            raise self._unreachable(f"{reason}: {stderr_tail(err.stderr, 1) or err}") from err
 
     def _unreachable(self, why: str) -> PeerUnreachable:
         return PeerUnreachable(
