@@ -762,3 +762,109 @@ def test_a_switchover_report_is_kept_where_monitoring_reads_it(workdir: Path) ->
     assert monitor.last_switchover(report, None, None) == monitor.Switchover(
         9.5, 1e9, True, "report"
     )
+
+
+class LoadingAhead(Marker):
+    """Records each load_ahead (its flag, its thread) and sets ``loaded``; its start or
+    stop waits up to 5 s for ``awaited`` (a later step's load) and journals whether that
+    came while it waited."""
+
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        loads: list[tuple[str, bool, str]],
+        *,
+        awaited: threading.Event | None = None,
+        broken: bool = False,
+    ) -> None:
+        super().__init__(name, directory)
+        self.loads = loads
+        self.loaded = threading.Event()
+        self.awaited = awaited
+        self.broken = broken
+
+    def load_ahead(self, *, starting: bool) -> None:
+        self.loads.append((self.name, starting, threading.current_thread().name))
+        if self.broken:
+            raise RuntimeError("no such library")
+        self.loaded.set()
+
+    def _wait(self) -> None:
+        if self.awaited is not None:
+            self._note(f"loaded-while-waiting={self.awaited.wait(5.0)}")
+
+    def start(self, ctx: Context) -> None:
+        self._wait()
+        super().start(ctx)
+
+    def stop(self, ctx: Context) -> None:
+        self._wait()
+        super().stop(ctx)
+
+
+def test_a_stop_loads_the_later_steps_needs_while_the_first_step_waits(workdir: Path) -> None:
+    """The first step to act (a stop's: the last configured, the services) begins the
+    loading for the steps after it, in a thread of its own, during its own action."""
+    for name in ("drbd", "filesystem", "services"):
+        (workdir / f"{name}.up").touch()
+    loads: list[tuple[str, bool, str]] = []
+    drbd = LoadingAhead("drbd", workdir, loads)
+    filesystem = LoadingAhead("filesystem", workdir, loads)
+    services = LoadingAhead("services", workdir, loads, awaited=drbd.loaded)
+    report = engine_of(workdir, drbd, filesystem, services).stop(Context())
+    assert report.ok
+    assert journal(workdir) == [
+        "loaded-while-waiting=True services",
+        "stop services",
+        "stop filesystem",
+        "stop drbd",
+    ]
+    assert loads == [
+        ("filesystem", False, "hanode-load-ahead"),
+        ("drbd", False, "hanode-load-ahead"),
+    ]
+
+
+def test_a_start_loads_ahead_for_the_steps_after_the_first_that_acts(workdir: Path) -> None:
+    """The DRBD step is settled here: the filesystem's acts first, and loads for the
+    steps after it only, with starting=True."""
+    (workdir / "drbd.up").touch()
+    loads: list[tuple[str, bool, str]] = []
+    links = LoadingAhead("links", workdir, loads)
+    filesystem = LoadingAhead("filesystem", workdir, loads, awaited=links.loaded)
+    drbd = LoadingAhead("drbd", workdir, loads)
+    assert engine_of(workdir, drbd, filesystem, links).start(Context()).ok
+    assert journal(workdir) == [
+        "refresh drbd",
+        "loaded-while-waiting=True filesystem",
+        "start filesystem",
+        "start links",
+    ]
+    assert loads == [("links", True, "hanode-load-ahead")]
+
+
+def test_a_run_with_nothing_to_do_loads_nothing_ahead(workdir: Path) -> None:
+    loads: list[tuple[str, bool, str]] = []
+    resources = [LoadingAhead(name, workdir, loads) for name in ("a", "b")]
+    engine = engine_of(workdir, *resources)
+    engine.stop(Context())
+    for resource in resources:
+        resource.marker.touch()
+    engine.start(Context())
+    assert journal(workdir) == ["refresh a", "refresh b"]
+    assert loads == []
+
+
+def test_a_load_that_fails_changes_nothing_and_the_others_still_load(workdir: Path) -> None:
+    for name in ("a", "b", "c"):
+        (workdir / f"{name}.up").touch()
+    loads: list[tuple[str, bool, str]] = []
+    a = LoadingAhead("a", workdir, loads)
+    b = LoadingAhead("b", workdir, loads, broken=True)
+    c = LoadingAhead("c", workdir, loads, awaited=a.loaded)
+    report = engine_of(workdir, a, b, c).stop(Context())
+    assert report.ok and [step.result for step in report.steps] == [Result.DONE] * 3
+    assert journal(workdir)[0] == "loaded-while-waiting=True c"
+    assert [name for name, _, _ in loads] == ["b", "a"]
+    assert markers(workdir) == []
