@@ -293,13 +293,12 @@ class Engine:
         with interrupt.guarded() as guard, self.locked() as base:
             try:
                 checks = _Preflight(self.resources, ctx)
-                ahead = _LoadAhead(self.resources, starting=True)
                 ctx = ctx._replace(preflight_verdict=checks.verdict)
                 if any(resource.surely_starts() for resource in self.resources):
                     checks.begin()  # something will act: the checks overlap the probes
                 with guard.interruptible():
                     for resource in self.resources:
-                        self._start_one(resource, ctx, report, started, checks, ahead)
+                        self._start_one(resource, ctx, report, started, checks)
             except (Exception, Interrupted) as err:
                 failure = _start_failure(err)
                 # Not interruptible here: a signal now is remembered, the rollback finishes.
@@ -329,11 +328,10 @@ class Engine:
         report: RunReport,
         started: list[Resource[Any]],
         checks: _Preflight,
-        ahead: _LoadAhead,
     ) -> None:
         step_began = time.monotonic()
         try:
-            self._start_step(resource, ctx, report, started, step_began, checks, ahead)
+            self._start_step(resource, ctx, report, started, step_began, checks)
         except Interrupted as err:
             err.step = resource.name
             err.acting = resource in started
@@ -348,7 +346,6 @@ class Engine:
         started: list[Resource[Any]],
         step_began: float,
         checks: _Preflight,
-        ahead: _LoadAhead,
     ) -> None:
         status = safe_probe(resource, step=True)
         if resource.settled(status, starting=True, ctx=ctx):
@@ -364,7 +361,6 @@ class Engine:
         # The first step to act starts the preflight checks: a start with nothing to do
         # needs no verdict (and pays no duplicate-address probe).
         checks.begin()
-        ahead.begin(resource)  # the later steps' loading, while this one waits for the verdict
         # Listed before it acts: a signal the moment start() returns still rolls it back.
         started.append(resource)
         try:
@@ -414,13 +410,12 @@ class Engine:
         report = RunReport(Action.STOP, time.time())
         began = time.monotonic()
         ordered = list(reversed(self.resources))
-        ahead = _LoadAhead(ordered, starting=False)
         with interrupt.guarded() as guard, self.locked() as base:
             try:
                 try:
                     with guard.interruptible():
                         for resource in ordered:
-                            self._stop_one(resource, ctx, report, ahead)
+                            self._stop_one(resource, ctx, report)
                 except Interrupted as err:
                     halted = _stop_interrupted(err, ordered, report)
                     if halted is not None:
@@ -433,9 +428,7 @@ class Engine:
             guard.finished("the stop completed; the node is standby")
         return report
 
-    def _stop_one(
-        self, resource: Resource[Any], ctx: Context, report: RunReport, ahead: _LoadAhead
-    ) -> None:
+    def _stop_one(self, resource: Resource[Any], ctx: Context, report: RunReport) -> None:
         step_began = time.monotonic()
         phase = "probe"  # where a signal cut the step: "probe", "stop" or "after" it
         try:
@@ -446,7 +439,6 @@ class Engine:
                 )
                 return
             phase = "stop"
-            ahead.begin(resource)  # the later steps' loading, while this one waits
             try:
                 resource.stop(ctx)
             except HanodeError as err:
@@ -568,46 +560,6 @@ class _Preflight:
             thread.join()
         if self._refusals:
             raise self._refusals[min(self._refusals)]
-
-
-class _LoadAhead:
-    """What the steps after the first one to act will need, loaded in a thread of its own
-    while that step waits: a stop's first is the services' (systemd's jobs: seconds), a
-    start's the DRBD step (the preflight's verdict: the duplicate probe's second). Each
-    resource's ``load_ahead`` and the journal's sender (loaded at a run's first entry,
-    the first unit stopped or DRBD promoted). Loading costs CPU, not waits: on a small
-    host, between two steps, it is time the services stay down; within a wait, it is
-    not. It reads and changes nothing: every step probes and acts in turn as before, and
-    loads whatever the thread has not loaded by then (the import system makes a second
-    importer wait for a module being loaded, never load it twice)."""
-
-    def __init__(self, resources: Sequence[Resource[Any]], *, starting: bool) -> None:
-        self._resources = list(resources)
-        self._starting = starting
-        self._thread: threading.Thread | None = None
-
-    def begin(self, acting: Resource[Any]) -> None:
-        """Start loading for the steps after ``acting``, once per run."""
-        if self._thread is not None:
-            return
-        later = self._resources[self._resources.index(acting) + 1 :]
-        self._thread = threading.Thread(
-            target=self._load, args=(later,), name="hanode-load-ahead", daemon=True
-        )
-        self._thread.start()
-
-    def _load(self, later: Sequence[Resource[Any]]) -> None:
-        hlog.load_journal()
-        for resource in later:
-            try:
-                resource.load_ahead(starting=self._starting)
-            except Exception as err:  # the step loads it itself, or says what is wrong
-                logger.debug("%s: cannot load ahead: %s", resource.name, _why(err))
-
-    def join(self) -> None:
-        """Wait for the loading (tests)."""
-        if self._thread is not None:
-            self._thread.join()
 
 
 def safe_probe(resource: Resource[Any], *, step: bool = False) -> Status:

@@ -107,16 +107,6 @@ class _JournalHandler(logging.Handler):
             self._deliver = self._load()
         self._deliver(record)
 
-    def load(self) -> None:
-        """Load the sender now, ahead of the first record (under the handler's lock, which
-        logging holds around emit())."""
-        self.acquire()
-        try:
-            if self._deliver is None:
-                self._deliver = self._load()
-        finally:
-            self.release()
-
     def _load(self) -> Callable[[logging.LogRecord], object]:
         """What delivers a record: sendv, else python3-systemd's handler, else fallback."""
         try:
@@ -136,14 +126,6 @@ class _JournalHandler(logging.Handler):
                 self.handleError(record)
 
         return send
-
-
-def load_journal() -> None:
-    """Load the journal's sender of hanode's log ahead of its first record (a thread of
-    the engine does, while a step waits); nothing when the log has no journal."""
-    for handler in logging.getLogger("hanode").handlers:
-        if isinstance(handler, _JournalHandler):
-            handler.load()
 
 
 SYSLOG_IDENTIFIER = "hanode"

@@ -945,24 +945,6 @@ def test_without_ip_installed_stop_removes_through_netlink(
 
 
 @pytest.mark.root
-def test_loaded_ahead_a_stop_probes_and_removes_through_netlink(
-    pair: Pair, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """pyroute2 loaded ahead (while the services stopped): the stop's probes and its
-    delete are netlink requests, no `ip` process, with `ip` installed."""
-    config = address_config(arp_count=0, probe=False)
-    node_start(pair, config)
-    with inside(pair.node):
-        resource = FloatingAddress(config)
-        resource.load_ahead(starting=False)
-        monkeypatch.setattr(address, "run", lambda *a, **kw: pytest.fail("ran a command"))
-        assert resource.step_probe().state is State.UP
-        resource.stop(Context())
-        assert resource.step_probe().state is State.DOWN
-    assert not pair.node_has(V4)
-
-
-@pytest.mark.root
 def test_stop_after_the_address_went_by_another_hand_is_done(pair: Pair) -> None:
     """The engine probes, then stops: the address removed in between is already so."""
     config = address_config(arp_count=0, probe=False)

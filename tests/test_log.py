@@ -240,26 +240,6 @@ def test_sending_to_the_journal_does_not_load_its_reader() -> None:
     assert done.stdout.split() == ["True", "False", "False"], done.stderr
 
 
-def test_the_journals_sender_can_be_loaded_ahead_of_the_first_record() -> None:
-    """load_journal() (the engine's load-ahead thread calls it while a step waits) loads
-    the sender of the handler hanode's log has; the first record then finds it loaded."""
-    code = textwrap.dedent(
-        """
-        import logging, sys
-        from hanode import log
-        handler = log._JournalHandler()
-        logging.getLogger("hanode").addHandler(handler)
-        before = "systemd._journal" in sys.modules
-        log.load_journal()
-        print(before, "systemd._journal" in sys.modules, handler._deliver is not None)
-        """
-    )
-    done = subprocess.run(
-        [PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert done.stdout.split() == ["False", "True", "True"], done.stderr
-
-
 def parse_native(datagram: bytes) -> dict[str, str]:
     """One entry in journald's native protocol: ``KEY=value`` lines; a value with a newline
     is ``KEY``, its length (64-bit little-endian), the value and a newline."""

@@ -208,15 +208,6 @@ class Resource(ABC, Generic[SettingsT]):
         thread alongside the steps that only prepare (DRBD up and its wait for the peer)."""
         return None
 
-    def load_ahead(self, *, starting: bool) -> None:
-        """Load what this step's start (or stop) will need and a run does not load before
-        it: libraries, C bindings. The engine calls it in a thread of its own while an
-        earlier step waits (systemd's jobs on a stop, the preflight's verdict on a
-        start), so that their CPU is spent there and not between the steps. Nothing here
-        may read or change the node's state (the step's probe does that, in turn); a
-        failure is only logged, and the step loads what it needs as before."""
-        return None
-
     def step_probe(self) -> Status:
         """The probe the engine takes before and after this step acts: probe()'s state,
         without what only a person reads in a status (by default: probe() itself)."""

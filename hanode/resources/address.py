@@ -547,17 +547,6 @@ class FloatingAddress(Resource[AddressConfig]):
     def _v4(self) -> bool:
         return self.config.ip.version == 4
 
-    def load_ahead(self, *, starting: bool) -> None:
-        """A stop's: pyroute2's socket and messages, while the services stop; the step's
-        looks and its delete are then netlink requests instead of `ip` processes. A
-        start's preflight loads them itself (_warm_netlink)."""
-        if starting:
-            return
-        from hanode.system import pyroute
-
-        pyroute.load()
-        self._netlink_loaded.set()
-
     def preflight(self, ctx: Context) -> None:
         """Before anything changes: the floating IP answered by another host on the segment
         means the cluster is active elsewhere (a peer that took over while this node was
@@ -906,13 +895,11 @@ class FloatingAddress(Resource[AddressConfig]):
     def stop(self, ctx: Context) -> None:
         """Remove the configured address from the interface; nothing else is touched.
 
-        Through netlink once pyroute2 is loaded (loaded ahead while the services stopped:
-        a look and a delete are then two requests where `ip` is two processes), or where
-        iproute2 is missing; else through `ip` (pyroute2's import costs a small guest a
-        quarter of a second of CPU, more than the processes), with the look the engine's
-        probe just took."""
+        Where iproute2 is installed, through `ip`: the stop has no wait to hide pyroute2's
+        import behind (a second and more of CPU on a small guest), and the look before it
+        is the one the engine's probe just took."""
         config = self.config
-        if self._netlink_loaded.is_set() or which("ip") is None:
+        if which("ip") is None:
             with netlink() as ipr:
                 self._remove(scan(ipr, config), lambda link: self._delete(ipr, link))
             return

@@ -14,7 +14,6 @@ there too, ending their holders if kill-holders allows, and checks that none is 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -325,13 +324,6 @@ class Filesystem(Resource[FilesystemConfig]):
         if copies:
             lines.append(f"if busy there: {verb} the holders of {self.config.device}")
         return lines
-
-    def load_ahead(self, *, starting: bool) -> None:
-        """A stop's: the modules that find the mount's holders and its copies in other
-        mount namespaces (a start mounts through `mount`: nothing to load)."""
-        if not starting:
-            importlib.import_module("hanode.system.holders")
-            importlib.import_module("hanode.system.namespaces")
 
     def stop(self, ctx: Context) -> None:
         """Unmount the submounts then the filesystem, ending its holders if allowed; then

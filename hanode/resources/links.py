@@ -21,7 +21,7 @@ from typing import NamedTuple
 from hanode.config import REQUIRED, Table, check_path, describe, is_below
 from hanode.errors import ConfigError, StepFailed
 from hanode.resources import Context, Finding, Level, Resource, State, Status
-from hanode.system.paths import Parent, UnsafePath, load_rename, open_parent
+from hanode.system.paths import Parent, UnsafePath, open_parent
 
 log = logging.getLogger("hanode.links")
 
@@ -409,11 +409,6 @@ class Links(Resource[LinksConfig]):
                 if has_saved:
                     lines.append(f"mv {saved_original(link)} {link.path}")
         return lines
-
-    def load_ahead(self, *, starting: bool) -> None:
-        """The C library's renameat2, which both directions call (through ctypes, whose
-        import is most of a small guest's tenth of a second for it)."""
-        load_rename()
 
     def stop(self, ctx: Context) -> None:
         """Unlink every path in reverse order and put the originals back.

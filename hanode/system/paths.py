@@ -11,7 +11,6 @@ whatever is swapped in along the path after the walk is never seen.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import grp
@@ -288,12 +287,6 @@ def _libc_renameat2() -> Callable[..., int]:
     function.argtypes = [ctypes.c_int, ctypes.c_char_p] * 2 + [ctypes.c_uint]
     function.restype = ctypes.c_int
     return function
-
-
-def load_rename() -> None:
-    """Bind renameat2 now, ahead of the first rename (the links step's load_ahead)."""
-    with contextlib.suppress(AttributeError):  # missing: the rename says so
-        _libc_renameat2()
 
 
 def _renameat2(dir_fd: int, source: str, destination: str, flags: int) -> None:
