@@ -15,9 +15,9 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hanode import __version__, interrupt
 from hanode import log as hlog
@@ -37,6 +37,7 @@ from hanode.resources import Context, Finding, Level, Resource, Status, build
 from hanode.run import search_path, stderr_tail
 
 logger = logging.getLogger("hanode")
+_T = TypeVar("_T")
 _NAGIOS_UNKNOWN = 3  # a Nagios plugin's exit code when it cannot tell (hanode.monitor)
 # The longest a two-node verb waits for one call to the peer (its facts, its status).
 _PEER_TIMEOUT = 60.0
@@ -274,16 +275,17 @@ def _describe_status(document: dict[str, Any]) -> str:
 
 
 def _status_pair(engine: Engine, config: Config, *, as_json: bool) -> int:
-    """`status --peer`: this node's status and the peer's (one SSH call), one after the
-    other; the exit code is this node's, or 4 when the peer cannot be read."""
+    """`status --peer`: this node's status and the peer's (one SSH call), side by side;
+    the exit code is this node's, or 4 when the peer cannot be read."""
     from hanode.peer import Peer, PeerUnreachable, peer_config
 
     peer = Peer(peer_config(config))
+    reply_of = _meanwhile(lambda: peer.call(["status", "--json"], timeout=_PEER_TIMEOUT))
     local = _probed_document(engine, config)
     remote: dict[str, Any] | None = None
     problem = ""
     try:
-        reply = peer.call(["status", "--json"], timeout=_PEER_TIMEOUT)
+        reply = reply_of()
         remote = _peer_json(reply.stdout)
         if remote is None:
             problem = f"peer {peer.name}: status --json gave no JSON (exit {reply.exitcode})"
@@ -307,6 +309,36 @@ def _status_pair(engine: Engine, config: Config, *, as_json: bool) -> int:
         logger.error("%s", problem)
         return int(StatusExit.UNKNOWN)
     return int(local["exit"])
+
+
+def _meanwhile(work: Callable[[], _T]) -> Callable[[], _T]:
+    """Start ``work`` in a thread of its own; returns what waits for its result (its
+    exception raised there). For the peer's SSH call beside this node's own reads: both
+    mostly wait (on the peer, on this node's processes and systemd), so side by side they
+    take the longer of the two instead of the sum. A daemon thread: a signal that ends
+    hanode does not wait for the call (read-only on the peer, ended by its timeout)."""
+    import threading
+
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as err:  # handed to the caller, raised there
+            outcome.append((False, err))
+
+    thread = threading.Thread(target=run, name="hanode-peer-call", daemon=True)
+    thread.start()
+
+    def result() -> _T:
+        thread.join()
+        done, value = outcome[0]
+        if not done:
+            raise value
+        answer: _T = value
+        return answer
+
+    return result
 
 
 def _describe_pair(local: dict[str, Any], remote: dict[str, Any]) -> str:
@@ -452,13 +484,16 @@ def _check(engine: Engine, config: Config, *, as_json: bool) -> int:
 
 
 def _check_peer(config: Config, *, as_json: bool) -> int:
-    """`check --peer`: this node's facts against the peer's (one SSH call); prints the
-    differences only. Exit 1 when a must-match fact differs, 4 when the peer is not read."""
+    """`check --peer`: this node's facts against the peer's (one SSH call, beside this
+    node's own reads); prints the differences only. Exit 1 when a must-match fact
+    differs, 4 when the peer is not read."""
     from hanode.facts import Severity, drift, gather, shown
     from hanode.peer import Peer, peer_config
 
     peer = Peer(peer_config(config))
-    reply = peer.call(["facts"], timeout=_PEER_TIMEOUT)
+    reply_of = _meanwhile(lambda: peer.call(["facts"], timeout=_PEER_TIMEOUT))
+    local = gather(config)
+    reply = reply_of()
     remote = _peer_json(reply.stdout)
     if reply.exitcode != 0 or remote is None:
         tail = stderr_tail(reply.stderr, 1) or f"exit {reply.exitcode}, no JSON"
@@ -466,7 +501,6 @@ def _check_peer(config: Config, *, as_json: bool) -> int:
             f"peer {peer.name}: `hanode facts` failed there: {tail}",
             f"run `hanode check` on {peer.name}",
         )
-    local = gather(config)
     differences = drift(local, remote)
     errors = sum(1 for item in differences if item.severity is Severity.ERROR)
     code = Exit.FAILED if errors else Exit.OK

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hanode import facts
 from hanode.config import PeerConfig, parse
 from hanode.errors import ConfigError, Exit, UsageError
 from hanode.facts import Severity, drift
+from hanode.nodelink import Reply
 from hanode.peer import ALLOWED, Peer, authorized_line, check_peer, served_argv
 from hanode.resources import Level
 from hanode.resources.links import LinkSpec
@@ -483,3 +485,82 @@ def test_the_config_facts_of_every_section_are_json(tmp_path: Path) -> None:
     assert set(document) == {"drbd", "filesystem", "links", "address", "services", "peer"}
     assert document["address"]["ip"] == "192.0.2.10/24"
     assert document["links"]["links"][0]["path"] == "/etc/apache2"
+
+
+# -- status --peer and check --peer: this node's reads beside the peer's call -------------
+
+
+def _meeting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, threading.Barrier]:
+    """A config naming this node and a peer; the peer's call (its SSH transport stood in
+    for: tests/test_peer_ssh.py runs it against a real sshd) answers only once this node's
+    own read has begun too, at a barrier that times out if they run one after the other."""
+    from hanode import cli
+
+    node = os.uname().nodename
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "data").mkdir()  # the link's original: a standby node
+    config = tmp_path / "hanode.toml"
+    config.write_text(
+        f'[links]\nmountpoint = "{tmp_path / "srv"}"\n'
+        f'links = [{{ path = "{tmp_path / "data"}", target = "{tmp_path / "srv/data"}" }}]\n'
+        f'[peer]\nnodes = ["{node}", "peer-node"]\n'
+    )
+    monkeypatch.setenv("HANODE_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("HANODE_NO_JOURNAL", "1")
+    barrier = threading.Barrier(2, timeout=10)
+    gather = facts.gather  # the peer's own, unpatched: the same node here
+
+    def call(self: Peer, argv: list[str], timeout: float) -> Reply:
+        barrier.wait()
+        if argv == ["facts"]:
+            out = json.dumps(gather(parse(config.read_text(), config)))
+        else:
+            out = json.dumps({"node": "peer-node", "state": "down", "exit": 3, "resources": []})
+        return Reply("peer-node", tuple(argv), 0, out, "", 0.1)
+
+    monkeypatch.setattr(Peer, "call", call)
+    probed = cli._probed_document
+
+    def probed_when_met(*args: Any) -> dict[str, Any]:
+        barrier.wait()
+        return probed(*args)
+
+    def gather_when_met(*args: Any) -> dict[str, Any]:
+        barrier.wait()
+        return gather(*args)
+
+    monkeypatch.setattr(cli, "_probed_document", probed_when_met)
+    monkeypatch.setattr(facts, "gather", gather_when_met)
+    return config, barrier
+
+
+@pytest.mark.parametrize("verb", ["status", "check"])
+def test_the_peer_is_asked_while_this_node_reads_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str
+) -> None:
+    """`status --peer` and `check --peer` no longer read this node first and then wait
+    for the peer's SSH round trip (seconds on a busy node): both at once. On the old code
+    the barrier breaks (each side waits for the other, one after the other)."""
+    from hanode import cli
+
+    config, barrier = _meeting(monkeypatch, tmp_path)
+    code = cli.main(["-c", str(config), "--insecure-config", verb, "--peer", "--json"])
+    assert not barrier.broken, "this node's read and the peer's call ran one after the other"
+    document = json.loads(capsys.readouterr().out)
+    if verb == "status":
+        assert code == 3 and [n["node"] for n in document["nodes"]][1] == "peer-node"
+    else:
+        assert document["peer"] == "peer-node", document
+        assert code == Exit.OK and document["differences"] == [], document
+
+
+def test_a_failed_peer_call_is_raised_where_its_answer_is_awaited(tmp_path: Path) -> None:
+    from hanode.cli import _meanwhile
+
+    def broken() -> str:
+        raise UsageError("no peer here")
+
+    wait = _meanwhile(broken)
+    with pytest.raises(UsageError, match="no peer here"):
+        wait()
+    assert _meanwhile(lambda: 42)() == 42
