@@ -15,9 +15,9 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from hanode import __version__, interrupt
 from hanode import log as hlog
@@ -36,8 +36,13 @@ from hanode.errors import (
 from hanode.resources import Context, Finding, Level, Resource, Status, build
 from hanode.run import search_path, stderr_tail
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from hanode.nodelink import Reply
+    from hanode.peer import Peer
+
 logger = logging.getLogger("hanode")
-_T = TypeVar("_T")
 _NAGIOS_UNKNOWN = 3  # a Nagios plugin's exit code when it cannot tell (hanode.monitor)
 # The longest a two-node verb waits for one call to the peer (its facts, its status).
 _PEER_TIMEOUT = 60.0
@@ -280,12 +285,12 @@ def _status_pair(engine: Engine, config: Config, *, as_json: bool) -> int:
     from hanode.peer import Peer, PeerUnreachable, peer_config
 
     peer = Peer(peer_config(config))
-    reply_of = _meanwhile(lambda: peer.call(["status", "--json"], timeout=_PEER_TIMEOUT))
+    asked = _ask_peer(peer, ["status", "--json"])
     local = _probed_document(engine, config)
     remote: dict[str, Any] | None = None
     problem = ""
     try:
-        reply = reply_of()
+        reply = asked.result()
         remote = _peer_json(reply.stdout)
         if remote is None:
             problem = f"peer {peer.name}: status --json gave no JSON (exit {reply.exitcode})"
@@ -311,34 +316,18 @@ def _status_pair(engine: Engine, config: Config, *, as_json: bool) -> int:
     return int(local["exit"])
 
 
-def _meanwhile(work: Callable[[], _T]) -> Callable[[], _T]:
-    """Start ``work`` in a thread of its own; returns what waits for its result (its
-    exception raised there). For the peer's SSH call beside this node's own reads: both
-    mostly wait (on the peer, on this node's processes and systemd), so side by side they
-    take the longer of the two instead of the sum. A daemon thread: a signal that ends
-    hanode does not wait for the call (read-only on the peer, ended by its timeout)."""
-    import threading
+def _ask_peer(peer: Peer, argv: list[str]) -> Future[Reply]:
+    """Start the peer's call of ``argv`` in a thread of its own, beside this node's own
+    reads: both mostly wait (on the peer; on this node's processes and systemd), so side
+    by side they take the longer of the two instead of the sum. The future's result() is
+    the reply, or raises what the call raised (PeerUnreachable)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    outcome: list[tuple[bool, Any]] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, work()))
-        except BaseException as err:  # handed to the caller, raised there
-            outcome.append((False, err))
-
-    thread = threading.Thread(target=run, name="hanode-peer-call", daemon=True)
-    thread.start()
-
-    def result() -> _T:
-        thread.join()
-        done, value = outcome[0]
-        if not done:
-            raise value
-        answer: _T = value
-        return answer
-
-    return result
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hanode-peer-call")
+    try:
+        return pool.submit(peer.call, argv, timeout=_PEER_TIMEOUT)
+    finally:
+        pool.shutdown(wait=False)  # the call runs on; nothing else is submitted
 
 
 def _describe_pair(local: dict[str, Any], remote: dict[str, Any]) -> str:
@@ -491,9 +480,9 @@ def _check_peer(config: Config, *, as_json: bool) -> int:
     from hanode.peer import Peer, peer_config
 
     peer = Peer(peer_config(config))
-    reply_of = _meanwhile(lambda: peer.call(["facts"], timeout=_PEER_TIMEOUT))
+    asked = _ask_peer(peer, ["facts"])
     local = gather(config)
-    reply = reply_of()
+    reply = asked.result()
     remote = _peer_json(reply.stdout)
     if reply.exitcode != 0 or remote is None:
         tail = stderr_tail(reply.stderr, 1) or f"exit {reply.exitcode}, no JSON"

@@ -554,13 +554,20 @@ def test_the_peer_is_asked_while_this_node_reads_its_own(
         assert code == Exit.OK and document["differences"] == [], document
 
 
-def test_a_failed_peer_call_is_raised_where_its_answer_is_awaited(tmp_path: Path) -> None:
-    from hanode.cli import _meanwhile
+def test_a_failed_peer_call_is_raised_where_its_answer_is_awaited() -> None:
+    from hanode.cli import _ask_peer
+    from hanode.peer import PeerUnreachable
 
-    def broken() -> str:
-        raise UsageError("no peer here")
+    class Answering:
+        def call(self, argv: list[str], timeout: float) -> Reply:
+            return Reply("peer-node", tuple(argv), 0, "{}", "", 0.1)
 
-    wait = _meanwhile(broken)
-    with pytest.raises(UsageError, match="no peer here"):
-        wait()
-    assert _meanwhile(lambda: 42)() == 42
+    class Unreachable:
+        def call(self, argv: list[str], timeout: float) -> Reply:
+            raise PeerUnreachable("no peer here")
+
+    asked = _ask_peer(Unreachable(), ["status", "--json"])  # type: ignore[arg-type]
+    with pytest.raises(PeerUnreachable, match="no peer here"):
+        asked.result()
+    reply = _ask_peer(Answering(), ["facts"]).result()  # type: ignore[arg-type]
+    assert reply.argv == ("facts",) and reply.stdout == "{}"
