@@ -216,3 +216,43 @@ def test_the_collector_pauses_while_pyroute2_loads_and_is_restored() -> None:
     assert found["collections"] <= 1
     assert found["enabled_after"] is True
     assert found["disabled_after"] is True
+
+
+def test_loading_runs_no_command_and_platform_answers_as_it_would_itself() -> None:
+    """pyroute2.config records platform.uname() and platform.architecture() as it is
+    imported: platform would run `uname -p` and `file -b` on the interpreter for them,
+    found on the caller's PATH. Loaded through hanode, no child runs, the values recorded
+    are those platform gives itself, and platform's own functions are back after."""
+    found = run_python(
+        """
+        import json, platform, sys
+        children = []
+        sys.addaudithook(
+            lambda event, args: event in ("subprocess.Popen", "os.posix_spawn", "os.exec")
+            and children.append(str(args[0]))
+        )
+        uname, architecture = platform.uname, platform.architecture
+        from hanode.system import pyroute
+        with pyroute.Rtnl() as rtnl:
+            links = len(rtnl.links())
+        from pyroute2 import config
+        restored = platform.uname is uname and platform.architecture is architecture
+        print(json.dumps({"children": children, "links": links, "restored": restored,
+                          "uname": list(config.uname), "machine": config.machine,
+                          "arch": config.arch, "kernel": config.kernel}))
+        """
+    )
+    assert found["children"] == []
+    assert found["links"] >= 1  # at least lo: the socket works
+    assert found["restored"] is True
+    own = run_python(
+        """
+        import json, platform
+        print(json.dumps({"uname": list(platform.uname()), "machine": platform.machine(),
+                          "arch": platform.architecture()[0]}))
+        """
+    )
+    assert found["uname"] == own["uname"]
+    assert found["machine"] == own["machine"]
+    assert found["arch"] == own["arch"]
+    assert found["kernel"] and found["kernel"][0] >= 3

@@ -33,6 +33,16 @@ from these modules. The package registered so completes itself: the first name a
 of it that its ``__init__`` defines (``from pyroute2 import NetNS`` anywhere later in the
 process) runs that ``__init__`` into it, as the ordinary import would have. A pyroute2
 whose generic socket has no ``register_policy`` (the 0.9 rewrite) gets its IPRSocket.
+
+``pyroute2.config``, which every one of those modules imports, records at import time
+``platform.uname()`` (whose processor field runs ``uname -p``) and
+``platform.architecture()`` (which runs ``file -b`` on the interpreter). Those two
+children, 0.1 to 0.3 s of a lab guest's CPU in the start's busiest second, would be
+found on the caller's PATH, not on hanode's fixed one (hanode.run): as root. While
+pyroute2 loads here, platform answers both from ``os.uname()`` and the pointer size
+instead, which is what it computes itself on Debian (coreutils' ``uname -p`` says
+"unknown", which platform blanks; the bits are the interpreter's), and gets its own
+functions back afterwards.
 """
 
 from __future__ import annotations
@@ -43,12 +53,13 @@ import importlib.machinery
 import importlib.util
 import ipaddress
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +225,59 @@ def _module(name: str) -> ModuleType:
         loaded = sys.modules.get(name)
         if loaded is not None:
             return loaded
-        if PACKAGE not in sys.modules:
-            try:
-                return _import_lean(name)
-            except Exception as err:  # any surprise: the ordinary import decides
-                log.debug("pyroute2 without its plugin scan failed (%s): importing it whole", err)
-                _forget()
-        return importlib.import_module(name)
+        with _platform_answered():
+            return _import(name)
+
+
+def _import(name: str) -> ModuleType:
+    if PACKAGE not in sys.modules:
+        try:
+            return _import_lean(name)
+        except Exception as err:  # any surprise: the ordinary import decides
+            log.debug("pyroute2 without its plugin scan failed (%s): importing it whole", err)
+            _forget()
+    return importlib.import_module(name)
+
+
+class _Uname(NamedTuple):
+    """platform.uname()'s fields, processor included."""
+
+    system: str
+    node: str
+    release: str
+    version: str
+    machine: str
+    processor: str
+
+
+def _uname() -> _Uname:
+    """platform.uname() without running ``uname -p``."""
+    real = os.uname()
+    return _Uname(real.sysname, real.nodename, real.release, real.version, real.machine, "")
+
+
+@contextmanager
+def _platform_answered() -> Iterator[None]:
+    """platform.uname() and platform.architecture() answered without a child process
+    while pyroute2.config records them (see the module's docstring); platform's own
+    functions are back after, whatever happened."""
+    import platform
+    import struct
+
+    uname, architecture = platform.uname, platform.architecture
+
+    def this_architecture(
+        executable: str = sys.executable, bits: str = "", linkage: str = ""
+    ) -> tuple[str, str]:
+        if executable != sys.executable:
+            return architecture(executable, bits, linkage)  # not asked by pyroute2
+        return f"{struct.calcsize('P') * 8}bit", linkage or "ELF"
+
+    platform.uname, platform.architecture = _uname, this_architecture  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        platform.uname, platform.architecture = uname, architecture
 
 
 @contextmanager
