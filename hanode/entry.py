@@ -24,6 +24,8 @@ import os
 import sys
 from typing import NoReturn
 
+from hanode import SYSTEM_PATH
+
 # Python's own exit status when flushing stdout fails at exit (a full disk, a closed pipe)
 FLUSH_FAILED = 120
 
@@ -31,7 +33,12 @@ FLUSH_FAILED = 120
 def main() -> int:
     """Run hanode's command line, the collector paused while it loads. The arguments are
     parsed first: a start begins its duplicate-address probe then (hanode.early), and the
-    probe's second runs while the rest of hanode loads."""
+    probe's second runs while the rest of hanode loads.
+
+    The process's own PATH is the fixed system one from the start: hanode looks its
+    commands up there (hanode.run), and a library that runs one of its own (platform
+    does) must not find it on the caller's PATH either, as root."""
+    os.environ["PATH"] = SYSTEM_PATH
     gc.disable()
     from hanode import early
     from hanode.cmdline import build_parser

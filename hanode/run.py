@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from hanode import interrupt
+from hanode import SYSTEM_PATH, interrupt
 from hanode.errors import StepFailed, UsageError
 from hanode.system.paths import UnsafePath, open_parent
 
@@ -31,8 +31,6 @@ log = logging.getLogger("hanode.run")
 # What children may inherit; NOTIFY_SOCKET and friends are deliberately not passed on, and
 # PATH is never the caller's (search_path()).
 _KEEP_ENV = ("TERM",)
-# Where every command is looked up. Not /usr/local: on Debian the group staff may write there.
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # How long a killed child may take to be reaped: one stuck in the kernel (D state) ignores
 # SIGKILL until its I/O ends, and the rollback must not wait for it forever.
 _REAP_TIMEOUT = 10.0

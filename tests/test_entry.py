@@ -77,3 +77,24 @@ def test_run_ends_with_the_commands_code_and_argparses_exits() -> None:
         check=False,
     )
     assert missing.returncode == 2 and b"/nonexistent/hanode.toml" in missing.stderr
+
+
+def test_the_process_keeps_the_fixed_path_not_the_callers() -> None:
+    """A library that runs a command of its own (platform does) finds it on the system
+    PATH, not on the caller's: hanode runs as root."""
+    done = _python(
+        """
+        import os, sys
+        from hanode import entry
+        os.environ["PATH"] = "/tmp/not-root-s:/usr/bin"
+        sys.argv = ["hanode", "--version"]
+        try:
+            entry.main()
+        except SystemExit:
+            pass
+        print(os.environ["PATH"])
+        """,
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[-1] == "/usr/sbin:/usr/bin:/sbin:/bin"
