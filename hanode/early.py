@@ -12,8 +12,12 @@ Only for a ``hanode start`` (not --dry-run) whose config has an [address] with a
 ``ip``, an ``interface`` and the probe on, and a [drbd] section, when /proc/drbd says the
 start will promote: the rule by which the engine begins the preflight before its first
 probe (hanode.system.drbdstate.start_promotes). The config is read as hanode.config reads
-it (from /, no link followed, ownership checked) and parsed by tomllib, but not checked:
-this is a peek. The preflight adopts the probe only if the checked config names the same
+it (from /, no link followed, ownership checked: hanode.configfile) and parsed by
+tomllib, but not checked: this is a peek. What the first request needs comes first, and
+only that (the small hanode.system.arp, no pathlib, no logging): the request goes out in
+this thread before /proc/drbd is read and drbdstate's parsers are loaded to read it, and
+a start that will not promote drops the probe unheard: one ARP request asked, nothing
+waited for. The preflight adopts the probe only if the checked config names the same
 interface and address, the interface still has the MAC the probe went out from (the
 preflight's look says), and the probe is still listening or ended at most FRESH seconds
 ago (a start that waited for another hanode's lock probes again). Anything else, and any
@@ -27,11 +31,15 @@ import argparse
 import ipaddress
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from hanode.errors import HanodeError
 
-# An Ethernet interface's hardware type (linux/if_arp.h), as hanode.system.announce has it:
-# that module is not imported here (status loads this one, and sends no frame).
+if TYPE_CHECKING:
+    from hanode.system.arp import DuplicateProbe
+
+# An Ethernet interface's hardware type (linux/if_arp.h), as hanode.system.arp has it: that
+# module is imported only by a start that probes (status loads this one, and sends no frame).
 ARPHRD_ETHER = 1
 # The longest a finished probe's verdict is adopted after its end, in seconds.
 FRESH = 1.0
@@ -41,23 +49,40 @@ _pending: list[Probe] = []  # the probe begin() started, until the preflight tak
 
 
 class Probe:
-    """The duplicate probe of one address on one interface, in a thread of its own."""
+    """The duplicate probe of one address on one interface, listening in a thread of its
+    own. ``sent``: its first request, already out; else it is sent here."""
 
-    def __init__(self, ifname: str, mac: bytes, ip: ipaddress.IPv4Address) -> None:
+    def __init__(
+        self,
+        ifname: str,
+        mac: bytes,
+        ip: ipaddress.IPv4Address,
+        sent: DuplicateProbe | None = None,
+    ) -> None:
         self.ifname = ifname
         self.mac = mac
         self.ip = ip
         self._holder: bytes | None = None
         self._failure: OSError | None = None
         self._ended: float | None = None
-        self._thread = threading.Thread(target=self._ask, name="hanode-arp-probe", daemon=True)
+        self._thread: threading.Thread | None = None
+        if sent is None:
+            from hanode.system import arp
+
+            try:
+                sent = arp.DuplicateProbe(ifname, mac, ip)
+            except OSError as err:  # answer() raises it: the preflight says why
+                self._failure = err
+                self._ended = time.monotonic()
+                return
+        self._thread = threading.Thread(
+            target=self._ask, args=(sent,), name="hanode-arp-probe", daemon=True
+        )
         self._thread.start()
 
-    def _ask(self) -> None:
-        from hanode.system import announce
-
+    def _ask(self, sent: DuplicateProbe) -> None:
         try:
-            self._holder = announce.probe_duplicate(self.ifname, self.mac, self.ip)
+            self._holder = sent.listen()
         except OSError as err:
             self._failure = err
         finally:
@@ -71,7 +96,8 @@ class Probe:
     def answer(self) -> bytes | None:
         """The MAC that answered, once the probe is over (None: nobody did); the OSError
         that kept it from running, raised."""
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         if self._failure is not None:
             raise self._failure
         return self._holder
@@ -106,8 +132,21 @@ def begin(args: argparse.Namespace) -> None:
     mac = link_mac(ifname)
     if mac is None:
         return
+    from hanode.system import arp
+
+    try:
+        sent = arp.DuplicateProbe(ifname, mac, ip)  # its first request is out
+    except OSError:
+        return  # the preflight probes again, and says why it cannot
+    try:
+        promotes = _promotes()
+    except (OSError, ValueError, HanodeError):
+        promotes = False
+    if not promotes:
+        sent.close()  # unheard: the start will not promote
+        return
     with _lock:
-        _pending[:] = [Probe(ifname, mac, ip)]
+        _pending[:] = [Probe(ifname, mac, ip, sent)]
 
 
 def take(ifname: str, ip: ipaddress.IPv4Address) -> Probe | None:
@@ -121,13 +160,13 @@ def take(ifname: str, ip: ipaddress.IPv4Address) -> Probe | None:
 
 def _wanted(args: argparse.Namespace) -> tuple[str, ipaddress.IPv4Address] | None:
     """The interface and IPv4 address to probe, by a peek at the config; None when the
-    start will not probe one, or may not promote."""
+    start will not probe one."""
     import tomllib
 
-    from hanode import config as hconfig
+    from hanode import configfile
 
-    path = hconfig.config_path(getattr(args, "config", None))
-    raw = hconfig.read_bytes(path, insecure=getattr(args, "insecure_config", False))
+    path = configfile.config_file(getattr(args, "config", None))
+    raw = configfile.read_bytes(path, insecure=getattr(args, "insecure_config", False))
     document = tomllib.loads(raw.decode("utf-8"))
     section = document.get("address")
     if "drbd" not in document or not isinstance(section, dict):
@@ -138,7 +177,7 @@ def _wanted(args: argparse.Namespace) -> tuple[str, ipaddress.IPv4Address] | Non
     ip = ipaddress.ip_interface(text).ip
     if not isinstance(ip, ipaddress.IPv4Address) or not isinstance(ifname, str):
         return None
-    return (ifname, ip) if _promotes() else None
+    return ifname, ip
 
 
 def _promotes() -> bool:

@@ -49,6 +49,7 @@ from hanode.resources.address import (
 )
 from hanode.run import SYSTEM_PATH
 from hanode.system import announce, drbdstate, networkd
+from hanode.system import arp as arpmod
 
 V4 = ipaddress.IPv4Interface("192.0.2.10/24")
 V6 = ipaddress.IPv6Interface("2001:db8::10/64")
@@ -86,17 +87,17 @@ def test_gratuitous_arp_frame_layout() -> None:
 
 
 def test_arp_probe_has_no_sender_ip_and_parses_back() -> None:
-    arp = announce.parse_arp(announce.arp_probe(MAC, V4.ip))
+    arp = arpmod.parse_arp(arpmod.arp_probe(MAC, V4.ip))
     assert arp is not None
-    assert arp.op == announce.ARPOP_REQUEST
+    assert arp.op == arpmod.ARPOP_REQUEST
     assert arp.sender_ip.is_unspecified
     assert arp.target_ip == V4.ip and arp.sender_mac == MAC
 
 
 def test_parse_arp_ignores_other_frames() -> None:
-    assert announce.parse_arp(b"\x00" * 10) is None
+    assert arpmod.parse_arp(b"\x00" * 10) is None
     ipv4_frame = struct.pack("!6s6sH", b"\xff" * 6, MAC, 0x0800) + b"\x00" * 46
-    assert announce.parse_arp(ipv4_frame) is None
+    assert arpmod.parse_arp(ipv4_frame) is None
 
 
 def test_neighbour_advertisement_layout() -> None:
@@ -398,7 +399,7 @@ def pair() -> Iterator[Pair]:
 class Capture:
     """A raw socket in the peer namespace: every frame veth0 receives, with its time."""
 
-    def __init__(self, pair: Pair, ethertype: int = announce.ETH_P_ARP) -> None:
+    def __init__(self, pair: Pair, ethertype: int = arpmod.ETH_P_ARP) -> None:
         with inside(pair.peer):
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
             self.sock.bind(("veth0", ethertype))
@@ -410,7 +411,7 @@ class Capture:
             readable, _, _ = select.select([self.sock], [], [], left)
             if readable:
                 data, address = self.sock.recvfrom(4096)
-                if address[2] != announce.PACKET_OUTGOING:
+                if address[2] != arpmod.PACKET_OUTGOING:
                     self.frames.append((time.monotonic(), data))
         return self.frames
 
@@ -419,7 +420,7 @@ class Capture:
 
 
 @contextlib.contextmanager
-def capture(pair: Pair, ethertype: int = announce.ETH_P_ARP) -> Iterator[Capture]:
+def capture(pair: Pair, ethertype: int = arpmod.ETH_P_ARP) -> Iterator[Capture]:
     cap = Capture(pair, ethertype)
     try:
         yield cap
@@ -429,10 +430,10 @@ def capture(pair: Pair, ethertype: int = announce.ETH_P_ARP) -> Iterator[Capture
 
 def garps(
     frames: list[tuple[float, bytes]], addr: ipaddress.IPv4Address
-) -> list[tuple[float, announce.Arp]]:
+) -> list[tuple[float, arpmod.Arp]]:
     found = []
     for when, frame in frames:
-        arp = announce.parse_arp(frame)
+        arp = arpmod.parse_arp(frame)
         if arp and arp.sender_ip == addr and arp.target_ip == addr:
             found.append((when, arp))
     return found
@@ -476,22 +477,22 @@ def test_start_adds_probes_and_announces_in_two_bursts(pair: Pair) -> None:
     assert info[0].get("secondary") is True  # the node's own 192.0.2.2 stays primary
 
     node_mac = address.parse_mac(pair.node_mac)
-    probes = [a for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified]
-    assert len(probes) == announce.PROBE_SENDS
+    probes = [a for _, f in frames if (a := arpmod.parse_arp(f)) and a.sender_ip.is_unspecified]
+    assert len(probes) == arpmod.PROBE_SENDS
     assert all(p.target_ip == V4.ip and p.sender_mac == node_mac for p in probes)
 
     sent = garps(frames, V4.ip)
     assert len(sent) == 4, [str(a) for _, a in sent]
     for _, arp in sent:
         assert arp.sender_mac == node_mac
-        assert arp.op == announce.ARPOP_REQUEST
+        assert arp.op == arpmod.ARPOP_REQUEST
     # start returned before the second burst: the bursts do not hold it
     assert [when for when, _ in sent if when > returned]
     offsets = [when - began for when, _ in sent]
     assert offsets[1] - offsets[0] == pytest.approx(0.2, abs=0.1)
     assert offsets[2] - offsets[1] == pytest.approx(2.0, abs=0.3)  # the second burst
     assert offsets[3] - offsets[2] == pytest.approx(0.2, abs=0.1)
-    ours = [f for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip == V4.ip]
+    ours = [f for _, f in frames if (a := arpmod.parse_arp(f)) and a.sender_ip == V4.ip]
     assert all(f[:6] == b"\xff" * 6 for f in ours)  # broadcast, so every host updates
 
     # arp_accept=1: the peer learnt the address from the announcement alone
@@ -529,7 +530,7 @@ def test_probe_false_sends_no_probe(pair: Pair) -> None:
         node_start(pair, address_config(arp_count=1, probe=False))
         frames = cap.collect(0.5)
     assert len(garps(frames, V4.ip)) == 1
-    assert not [f for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified]
+    assert not [f for _, f in frames if (a := arpmod.parse_arp(f)) and a.sender_ip.is_unspecified]
 
 
 @pytest.mark.root
@@ -595,13 +596,13 @@ def test_a_start_after_a_clean_preflight_probes_once(pair: Pair) -> None:
         resource.preflight(Context())
         resource.start(Context())
         frames = cap.collect(0.5)
-    arps = [announce.parse_arp(frame) for _, frame in frames]
+    arps = [arpmod.parse_arp(frame) for _, frame in frames]
     probes = [
         arp
         for arp in arps
         if arp and arp.target_ip == V4.ip and arp.sender_ip == ipaddress.IPv4Address(0)
     ]
-    assert len(probes) == announce.PROBE_SENDS, probes  # the preflight's, none from start
+    assert len(probes) == arpmod.PROBE_SENDS, probes  # the preflight's, none from start
     assert pair.node_has(V4)
     with inside(pair.node):
         FloatingAddress(config).preflight(Context())  # ours already: no probe, no refusal
@@ -654,7 +655,7 @@ def test_start_and_stop_twice_touch_nothing_else(pair: Pair) -> None:
     with capture(pair) as cap:
         node_start(pair, config)  # already there: no second add, still announced
         frames = cap.collect(0.5)
-    probes = [f for _, f in frames if (a := announce.parse_arp(f)) and a.sender_ip.is_unspecified]
+    probes = [f for _, f in frames if (a := arpmod.parse_arp(f)) and a.sender_ip.is_unspecified]
     assert not probes, "an address already held is not probed for again"
     assert len(garps(frames, V4.ip)) == 1
     assert len([a for a in pair.node_addresses() if a["local"] == "192.0.2.10"]) == 1
@@ -1201,32 +1202,59 @@ def captured_proc_drbd(role: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("text", "proc", "wanted"),
+    ("text", "wanted"),
     [
-        (EARLY_CONFIG, None, ("eth0", V4.ip)),  # no module: modprobe, up, promote
-        (EARLY_CONFIG, "Secondary", ("eth0", V4.ip)),  # up, Secondary: promote
-        (EARLY_CONFIG, "Primary", None),  # Primary here: maybe nothing to do
-        (EARLY_CONFIG + "probe = false\n", None, None),
-        (EARLY_CONFIG.replace("192.0.2.10/24", "2001:db8::10/64"), None, None),  # IPv6: DAD
-        (EARLY_CONFIG.split("\n\n")[1], None, None),  # no [drbd]: the engine waits too
-        ('[drbd]\nresource = "srv"\n', None, None),  # no [address]
-        (EARLY_CONFIG.replace('interface = "eth0"', "interface = 0"), None, None),
+        (EARLY_CONFIG, ("eth0", V4.ip)),
+        (EARLY_CONFIG + "probe = false\n", None),
+        (EARLY_CONFIG.replace("192.0.2.10/24", "2001:db8::10/64"), None),  # IPv6: DAD
+        (EARLY_CONFIG.split("\n\n")[1], None),  # no [drbd]: the engine waits too
+        ('[drbd]\nresource = "srv"\n', None),  # no [address]
+        (EARLY_CONFIG.replace('interface = "eth0"', "interface = 0"), None),
     ],
 )
-def test_the_probe_begins_at_startup_only_for_a_start_that_will_promote(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    text: str,
-    proc: str | None,
-    wanted: tuple[str, ipaddress.IPv4Address] | None,
+def test_the_startup_peek_finds_the_address_to_probe(
+    tmp_path: Path, text: str, wanted: tuple[str, ipaddress.IPv4Address] | None
 ) -> None:
     config = tmp_path / "hanode.toml"
     config.write_text(text)
+    assert early._wanted(early_args(config, "start")) == wanted
+
+
+@pytest.mark.parametrize(
+    ("proc", "promotes"),
+    [
+        (None, True),  # no module: modprobe, up, promote
+        ("Secondary", True),  # up, Secondary: promote
+        ("Primary", False),  # Primary here: maybe nothing to do
+    ],
+)
+def test_the_startup_probe_is_for_a_start_that_will_promote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: str | None, promotes: bool
+) -> None:
     proc_path = tmp_path / "proc-drbd"
     if proc is not None:
         proc_path.write_text(captured_proc_drbd(proc))
     monkeypatch.setattr(drbdstate, "PROC_DRBD", str(proc_path))
-    assert early._wanted(early_args(config, "start")) == wanted
+    assert early._promotes() is promotes
+
+
+@pytest.mark.root
+def test_a_start_that_will_not_promote_drops_the_probe_after_its_first_request(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_probe_pending: None
+) -> None:
+    """The first request goes out before /proc/drbd is read; Primary already, the probe
+    is dropped unheard: no second request, nothing left for the preflight."""
+    config = tmp_path / "hanode.toml"
+    config.write_text(EARLY_CONFIG)
+    proc_path = tmp_path / "proc-drbd"
+    proc_path.write_text(captured_proc_drbd("Primary"))
+    monkeypatch.setattr(drbdstate, "PROC_DRBD", str(proc_path))
+    with capture(pair) as cap:
+        with inside(pair.node):
+            early.begin(early_args(config, "start"))
+        frames = cap.collect(arpmod.PROBE_TIMEOUT + 0.3)
+    assert len(probes_of(frames)) == 1
+    assert early._pending == []
 
 
 @pytest.mark.parametrize(
@@ -1258,7 +1286,7 @@ def probes_of(frames: list[tuple[float, bytes]]) -> list[float]:
     return [
         when
         for when, frame in frames
-        if (arp := announce.parse_arp(frame)) and arp.sender_ip.is_unspecified
+        if (arp := arpmod.parse_arp(frame)) and arp.sender_ip.is_unspecified
     ]
 
 
@@ -1282,7 +1310,7 @@ def test_the_preflight_adopts_the_probe_begun_at_startup(
         with inside(pair.node):
             FloatingAddress(address_config()).preflight(Context())  # nobody answers
         frames = cap.collect(0.3)
-    assert len(probes_of(frames)) == announce.PROBE_SENDS  # that one probe, not a second
+    assert len(probes_of(frames)) == arpmod.PROBE_SENDS  # that one probe, not a second
     assert early._pending == []  # taken once
 
 
@@ -1315,7 +1343,7 @@ def test_a_probe_begun_at_startup_that_does_not_fit_is_left(
             FloatingAddress(config).preflight(Context())  # probes anew, and hears the peer
         frames = cap.collect(0.3)
     assert f"{config.ip.ip} is in use: {pair.peer_mac}" in caught.value.message
-    assert len(probes_of(frames)) > announce.PROBE_SENDS  # the startup's, then its own
+    assert len(probes_of(frames)) > arpmod.PROBE_SENDS  # the startup's, then its own
     assert early._pending == []
 
 

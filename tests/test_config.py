@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import run_hanode
 
-from hanode import config
+from hanode import config, configfile
 from hanode.errors import ConfigError, Exit
 from hanode.resources import kinds
 from hanode.resources.address import AddressConfig
@@ -661,11 +661,11 @@ def test_cli_refuses_a_config_that_is_not_a_regular_file(
 
 
 def test_cli_refuses_an_oversized_config_unread(tmp_path: Path) -> None:
-    path = write(tmp_path, "#" * (config.MAX_CONFIG_BYTES + 1))
+    path = write(tmp_path, "#" * (configfile.MAX_CONFIG_BYTES + 1))
     result = run_hanode("-c", str(path), "--insecure-config", "check", timeout=10)
     assert result.returncode == Exit.USAGE
     assert result.stderr.strip() == (
-        f"hanode: error: {path}: is {config.MAX_CONFIG_BYTES + 1} bytes, over the "
-        f"{config.MAX_CONFIG_BYTES} a config may have "
+        f"hanode: error: {path}: is {configfile.MAX_CONFIG_BYTES + 1} bytes, over the "
+        f"{configfile.MAX_CONFIG_BYTES} a config may have "
         "(hanode.toml is a few KiB: is this the right file?)"
     )

@@ -25,7 +25,7 @@ from types import FrameType
 import pytest
 from test_config import FULL, SHIPPED, uncomment
 
-from hanode import config
+from hanode import config, configfile
 from hanode.errors import ConfigError
 
 SEED = int(os.environ.get("HANODE_FUZZ_SEED", "20251201"))
@@ -300,7 +300,7 @@ def deep_nesting(rng: random.Random) -> bytes:
 
 def fill(head: str, line: str, tail: str = "") -> str:
     """``head``, then ``line`` with {n} numbered 0, 1, ... as often as fits, then ``tail``."""
-    room = config.MAX_CONFIG_BYTES - 100 - len(head) - len(tail)
+    room = configfile.MAX_CONFIG_BYTES - 100 - len(head) - len(tail)
     body: list[str] = []
     for n in range(room):
         body.append(line.replace("{n}", str(n)))
@@ -367,7 +367,7 @@ def test_fuzzed_config_is_a_config_or_one_line_error(family: str, tmp_path: Path
     path = tmp_path / "hanode.toml"
     slowest = 0.0
     for case in range(int(cases * SCALE)):
-        data = make(rng)[: config.MAX_CONFIG_BYTES]  # the file-level size check is tested apart
+        data = make(rng)[: configfile.MAX_CONFIG_BYTES]  # the file-level size check is tested apart
         slowest = max(slowest, check(path, data, f"{family} seed {SEED} case {case}"))
     print(f"{family}: {int(cases * SCALE)} cases, slowest {slowest:.3f} s")
 

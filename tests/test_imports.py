@@ -278,3 +278,41 @@ def test_the_collector_is_off_while_hanode_loads_and_on_for_the_verb(tmp_path: P
     assert done.stdout.split("\n")[-2] == "[('load', False), ('probes', True)] True True True", (
         done.stdout + done.stderr
     )
+
+
+PEEK = textwrap.dedent(
+    """
+    import json, sys
+    from hanode import early
+    from hanode.cmdline import build_parser
+    args = build_parser().parse_args(["-c", sys.argv[1], "--insecure-config", "start"])
+    wanted = early._wanted(args)
+    from hanode.system import arp  # what the first request needs, and only that
+    heavy = ["pathlib", "logging", "hanode.config", "hanode.system.drbdstate",
+             "hanode.system.announce"]
+    print(json.dumps({"wanted": str(wanted), "loaded": [m for m in heavy if m in sys.modules]}))
+    """
+)
+
+
+def test_a_starts_first_probe_request_needs_none_of_the_heavy_modules(tmp_path: Path) -> None:
+    """A start peeks at its config and sends its first ARP request before the rest of
+    hanode loads (hanode.early): not pathlib, logging, the config's checks, /proc/drbd's
+    parsers nor the announcer, which would each delay the request on a one-CPU node."""
+    config = tmp_path / "hanode.toml"
+    config.write_text(
+        '[drbd]\nresource = "r"\n\n[address]\nip = "192.0.2.10/24"\ninterface = "eth0"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [PYTHON, "-c", PEEK, str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == (
+        '{"wanted": "(\'eth0\', IPv4Address(\'192.0.2.10\'))", "loaded": []}'
+    )

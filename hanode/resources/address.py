@@ -46,8 +46,9 @@ from hanode.run import CommandError, run, which
 if TYPE_CHECKING:
     from hanode.system.pyroute import Rtnl
 
-# hanode.system.announce (the ARP and NA frames, the duplicate probe) is imported by the
-# functions that send, listen or size those: status reads the address without it.
+# hanode.system.announce (the ARP and NA frames) and hanode.system.arp (the duplicate
+# probe) are imported by the functions that send, listen or size those: status reads the
+# address without them.
 log = logging.getLogger("hanode.address")
 
 # the detached announcer looks (through `ip`) at most this often, so once per burst
@@ -422,12 +423,12 @@ def _json_address(link: Interface, info: dict[str, Any]) -> Assigned:
 
 
 def _ask_arp(link: Interface, ip: ipaddress.IPv4Address) -> bytes | None:
-    """The MAC that answers ARP for ``ip`` on ``link`` (announce.probe_duplicate)."""
-    from hanode.system import announce
+    """The MAC that answers ARP for ``ip`` on ``link`` (arp.probe_duplicate)."""
+    from hanode.system import arp
 
     assert link.mac is not None  # the callers made sure
     try:
-        return announce.probe_duplicate(link.name, link.mac, ip)
+        return arp.probe_duplicate(link.name, link.mac, ip)
     except OSError as err:
         raise _probe_failed(link.name, ip, err) from err
 
@@ -525,9 +526,9 @@ class FloatingAddress(Resource[AddressConfig]):
     @classmethod
     def start_budget(cls, config: AddressConfig) -> float:
         """The duplicate probe, IPv6's DAD (a second by default), the first burst."""
-        from hanode.system import announce
+        from hanode.system import announce, arp
 
-        probe = announce.PROBE_TIMEOUT if config.probe else 0.0
+        probe = arp.PROBE_TIMEOUT if config.probe else 0.0
         dad = 0.0 if config.ip.version == 4 else 1.0 + DAD_MARGIN
         return probe + dad + config.arp_count * announce.INTERVAL
 
@@ -959,7 +960,7 @@ class FloatingAddress(Resource[AddressConfig]):
 
     def plan_start(self) -> list[str]:
         """What start would do from the current state."""
-        from hanode.system import announce
+        from hanode.system import announce, arp
 
         config = self.config
         found = self._scan()
@@ -978,7 +979,7 @@ class FloatingAddress(Resource[AddressConfig]):
             if self._probes(link):
                 lines.append(
                     f"probe {config.ip.ip} for another holder "
-                    f"(ARP on {link.name}, {announce.PROBE_TIMEOUT:g}s at most)"
+                    f"(ARP on {link.name}, {arp.PROBE_TIMEOUT:g}s at most)"
                 )
             lines.append(f"add {_spec(self._request(), config)} to {link.name}")
         if not self._v4:

@@ -10,8 +10,8 @@ keep sending to the old node's MAC until their neighbour entries expire (minutes
 - IPv6: unsolicited neighbour advertisements (ICMPv6 type 136, override flag set) to
   ff02::1 with hop limit 255, from a raw ICMPv6 socket (the kernel fills in the
   checksum and the link header).
-- The duplicate probe: an ARP request with sender IP 0.0.0.0, as ``arping -D`` sends;
-  whoever answers for the address holds it.
+- The duplicate probe (hanode.system.arp): an ARP request with sender IP 0.0.0.0, as
+  ``arping -D`` sends; whoever answers for the address holds it.
 
 Schedule: ``count`` frames 200 ms apart, and the same burst again 2 s after the first
 ends (a switch port or a client that missed the first burst catches the second). Only
@@ -42,7 +42,6 @@ import gc
 import ipaddress
 import logging
 import os
-import select
 import signal
 import socket
 import struct
@@ -50,18 +49,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-log = logging.getLogger("hanode.announce")
+# The ARP frames are built in hanode.system.arp, with the duplicate probe.
+from hanode.system.arp import ARPOP_REQUEST, ETH_P_ARP, arp_frame
 
-ETH_P_ARP = 0x0806
-ETH_P_IP = 0x0800
-ARPHRD_ETHER = 1
-ARPOP_REQUEST = 1
-ARPOP_REPLY = 2
-PACKET_OUTGOING = 4  # sockaddr_ll pkttype of our own frames, looped back to packet sockets
-BROADCAST_MAC = b"\xff" * 6
-ZERO_MAC = b"\x00" * 6
-ZERO_IP = b"\x00" * 4
-ETH_MIN_FRAME = 60  # without FCS: short frames are padded, as NICs and switches expect
+log = logging.getLogger("hanode.announce")
 
 ND_NEIGHBOR_ADVERT = 136
 ND_NA_FLAG_OVERRIDE = 0x20000000
@@ -71,24 +62,9 @@ ND_HOP_LIMIT = 255  # receivers drop neighbour discovery with any other hop limi
 
 INTERVAL = 0.2  # seconds between the frames of a burst
 SECOND_BURST_AFTER = 2.0  # seconds from the end of the first burst to the second
-PROBE_TIMEOUT = 1.0  # seconds the duplicate probe listens for an answer, at most
-PROBE_SENDS = 3  # probe requests within PROBE_TIMEOUT: one lost frame is no false "free"
-
-_ETHER = struct.Struct("!6s6sH")
-_ARP = struct.Struct("!HHBBH6s4s6s4s")
 _NA = struct.Struct("!BBHI16sBB6s")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class Arp(NamedTuple):
-    """The fields of an Ethernet/IPv4 ARP packet that matter here."""
-
-    op: int
-    sender_mac: bytes
-    sender_ip: ipaddress.IPv4Address
-    target_mac: bytes
-    target_ip: ipaddress.IPv4Address
 
 
 class Announcement(NamedTuple):
@@ -102,53 +78,9 @@ class Announcement(NamedTuple):
     count: int  # type: ignore[assignment]
 
 
-def arp_frame(
-    op: int,
-    sender_mac: bytes,
-    sender_ip: ipaddress.IPv4Address | None,
-    target_ip: ipaddress.IPv4Address,
-    *,
-    target_mac: bytes = ZERO_MAC,
-    destination: bytes = BROADCAST_MAC,
-) -> bytes:
-    """A complete Ethernet frame carrying an ARP packet (sender_ip None: 0.0.0.0)."""
-    ether = _ETHER.pack(destination, sender_mac, ETH_P_ARP)
-    arp = _ARP.pack(
-        ARPHRD_ETHER,
-        ETH_P_IP,
-        6,
-        4,
-        op,
-        sender_mac,
-        sender_ip.packed if sender_ip is not None else ZERO_IP,
-        target_mac,
-        target_ip.packed,
-    )
-    return (ether + arp).ljust(ETH_MIN_FRAME, b"\x00")
-
-
 def gratuitous_arp(mac: bytes, ip: ipaddress.IPv4Address) -> bytes:
     """An RFC 5227 ARP announcement: a broadcast request for our own address."""
     return arp_frame(ARPOP_REQUEST, mac, ip, ip)
-
-
-def arp_probe(mac: bytes, ip: ipaddress.IPv4Address) -> bytes:
-    """An ARP probe as ``arping -D`` sends it: who has ``ip``? (sender IP 0.0.0.0)."""
-    return arp_frame(ARPOP_REQUEST, mac, None, ip)
-
-
-def parse_arp(frame: bytes) -> Arp | None:
-    """The ARP packet in an Ethernet frame; None for anything else."""
-    header = _ETHER.size + _ARP.size
-    if len(frame) < header:
-        return None
-    _, _, ethertype = _ETHER.unpack_from(frame)
-    if ethertype != ETH_P_ARP:
-        return None
-    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(frame, _ETHER.size)
-    if (htype, ptype, hlen, plen) != (ARPHRD_ETHER, ETH_P_IP, 6, 4):
-        return None
-    return Arp(op, sha, ipaddress.IPv4Address(spa), tha, ipaddress.IPv4Address(tpa))
 
 
 def neighbour_advertisement(mac: bytes, ip: ipaddress.IPv6Address) -> bytes:
@@ -290,56 +222,6 @@ def _sever(keep: int | None = None) -> None:
     else:
         os.closerange(3, keep)
         os.closerange(keep + 1, top)
-
-
-# -- the duplicate probe ------------------------------------------------------------
-
-
-def probe_duplicate(
-    ifname: str, mac: bytes, ip: ipaddress.IPv4Address, timeout: float = PROBE_TIMEOUT
-) -> bytes | None:
-    """The MAC of a host that answers ARP for ``ip`` on ``ifname``; None if none does.
-
-    Sends ARP probes (sender IP 0.0.0.0, as ``arping -D``) and listens at most
-    ``timeout`` seconds. A reply for ``ip``, or any ARP that another MAC sends from
-    ``ip`` (its own announcement), counts as "taken".
-    """
-    # Made with protocol 0, given ARP at bind: a packet socket that changes protocol or
-    # interface at bind makes the kernel wait for the network stack to quiesce (~10 ms).
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    try:
-        sock.bind((ifname, ETH_P_ARP))
-        frame = arp_probe(mac, ip)
-        began = time.monotonic()
-        deadline = began + timeout
-        sends = [began + n * timeout / PROBE_SENDS for n in range(PROBE_SENDS)]
-        while True:
-            now = time.monotonic()
-            while sends and sends[0] <= now:
-                sends.pop(0)
-                sock.send(frame)
-            if now >= deadline:
-                return None
-            wake = min(deadline, sends[0]) if sends else deadline
-            readable, _, _ = select.select([sock], [], [], max(0.0, wake - now))
-            if not readable:
-                continue
-            data, address = sock.recvfrom(2048)
-            if address[2] == PACKET_OUTGOING:
-                continue
-            holder = _holder(parse_arp(data), mac, ip)
-            if holder is not None:
-                return holder
-    finally:
-        sock.close()
-
-
-def _holder(arp: Arp | None, mac: bytes, ip: ipaddress.IPv4Address) -> bytes | None:
-    if arp is None or arp.sender_mac == mac:
-        return None
-    if arp.sender_ip == ip and arp.op in (ARPOP_REPLY, ARPOP_REQUEST):
-        return arp.sender_mac
-    return None
 
 
 def raw_socket_problem(version: int) -> str | None:
