@@ -1,8 +1,9 @@
 """The one way hanode runs an external command.
 
-Argument lists only (never a shell), stdin from /dev/null, a clean environment with
-LANG=C.UTF-8, a timeout that kills the whole process group (drbdadm and mount can hang),
-and on failure a typed error carrying the argv, the exit status and the tail of stderr.
+Argument lists only (never a shell), stdin from /dev/null (or a given text), a clean
+environment with LANG=C.UTF-8, a timeout that kills the whole process group (drbdadm and
+mount can hang), and on failure a typed error carrying the argv, the exit status and the
+tail of stderr.
 
 Commands are looked up on a fixed system PATH, never the caller's: hanode runs as root,
 and a `findmnt` planted in an admin's PATH would run as root. A child is spawned where no
@@ -136,13 +137,15 @@ def run(
     timeout: float = 60.0,
     check: bool = True,
     env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
 ) -> Completed:
     """Run ``argv`` and return its outcome.
 
     With ``check`` (the default) a non-zero exit raises CommandError; without it the
     caller inspects ``returncode`` (drbdadm's exit codes carry meaning). A timeout or a
     missing program always raises. On timeout, and on any exception while it runs (a
-    SIGTERM's Interrupted), the whole process group is killed and reaped.
+    SIGTERM's Interrupted), the whole process group is killed and reaped. ``stdin``: what
+    the command reads (`ip -batch -`'s commands), else /dev/null.
     """
     argv = [str(arg) for arg in argv]
     child_env = clean_env(env)
@@ -157,8 +160,8 @@ def run(
     try:
         # A signal here is raised only once proc holds the child: none escapes the kill below.
         with interrupt.deferred():
-            proc = _spawn(program, argv, child_env)
-        stdout, stderr = proc.communicate(timeout=timeout)
+            proc = _spawn(program, argv, child_env, piped=stdin is not None)
+        stdout, stderr = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired as err:
         if proc is None:  # only communicate() times out: proc exists
             raise
@@ -182,13 +185,16 @@ def run(
     return result
 
 
-def _spawn(program: str, argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
-    """Start ``program`` (the resolved path of argv[0]) with argv as its arguments."""
+def _spawn(
+    program: str, argv: Sequence[str], env: Mapping[str, str], *, piped: bool = False
+) -> subprocess.Popen[str]:
+    """Start ``program`` (the resolved path of argv[0]) with argv as its arguments; its
+    stdin a pipe (``piped``) or /dev/null."""
     try:
         return subprocess.Popen(
             argv,
             executable=program,  # argv[0] stays as given: messages and logs name the command
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from drbd_standin import fixtures as drbd_fixtures
@@ -47,7 +48,7 @@ from hanode.resources.address import (
     scan,
     scan_json,
 )
-from hanode.run import SYSTEM_PATH
+from hanode.run import SYSTEM_PATH, CommandError
 from hanode.system import announce, drbdstate, networkd
 from hanode.system import arp as arpmod
 
@@ -957,6 +958,64 @@ def test_stop_after_the_address_went_by_another_hand_is_done(pair: Pair) -> None
         resource.stop(Context())  # `ip address del` fails; a fresh look finds it gone
         assert resource.probe().state is State.DOWN
     assert pair.node_has(ipaddress.IPv4Interface("192.0.2.2/24"))
+
+
+@pytest.mark.root
+def test_stop_deletes_and_looks_after_in_one_ip(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's probe, the stop and the probe after it: two `ip` runs, not three;
+    the probe after is the look the stop's `ip` took after deleting, and says what a
+    fresh look says."""
+    config = address_config(arp_count=0, probe=False)
+    node_start(pair, config)
+    ran: list[tuple[str, ...]] = []
+    real_run = address.run
+
+    def recording(argv: list[str], **kwargs: Any) -> Any:
+        ran.append(tuple(argv))
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(address, "run", recording)
+    with inside(pair.node):
+        resource = FloatingAddress(config)
+        assert resource.probe().state is State.UP
+        resource.stop(Context())
+        after = resource.probe()
+        fresh = FloatingAddress(config).probe()
+    assert ran[:2] == [
+        ("ip", "-j", "address", "show"),
+        ("ip", "-json", "-force", "-batch", "-"),
+    ]
+    assert len(ran) == 3  # the third: the fresh look
+    assert after == fresh and after.state is State.DOWN
+    assert not pair.node_has(V4)
+
+
+@pytest.mark.root
+def test_a_failed_delete_that_leaves_the_address_fails_the_stop(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ip` refused the delete and its look still shows the address: the stop fails,
+    naming the command, and the probe after it looks afresh."""
+    config = address_config(arp_count=0, probe=False)
+    node_start(pair, config)
+    real_run = address.run
+
+    def refusing(argv: list[str], **kwargs: Any) -> Any:
+        if "-batch" in argv:  # a delete of an address that is not there: refused
+            kwargs["stdin"] = kwargs["stdin"].replace(str(config.ip), "192.0.2.99/24")
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(address, "run", refusing)
+    with inside(pair.node):
+        resource = FloatingAddress(config)
+        assert resource.probe().state is State.UP
+        with pytest.raises(CommandError) as caught:
+            resource.stop(Context())
+        assert resource.probe().state is State.UP
+    assert "-batch" in str(caught.value)
+    assert pair.node_has(V4)
 
 
 @pytest.mark.root

@@ -63,6 +63,12 @@ def test_children_get_the_fixed_path_not_the_callers(monkeypatch: pytest.MonkeyP
     assert clean_env({"PATH": "/tmp"})["PATH"] == SYSTEM_PATH  # no caller can widen it
 
 
+def test_a_child_reads_the_given_text_else_nothing() -> None:
+    """stdin: the text given (`ip -batch -` reads its commands so), else /dev/null."""
+    assert run(["cat"], stdin="address show\n").stdout == "address show\n"
+    assert run(["cat"]).stdout == ""  # /dev/null: at its end at once, never a terminal
+
+
 def test_hanode_path_of_root_owned_directories_is_honoured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
