@@ -185,6 +185,19 @@ def test_start_in_order_each_waited_for_and_stop_in_reverse(box: Any) -> None:
     assert drive(box, "probe", *units)["result"]["state"] == "down"
 
 
+@pytest.mark.systemd
+def test_the_start_asks_on_the_connection_its_preflight_opened(box: Any) -> None:
+    """The preflight runs in a thread of its own while DRBD is waited on; done, it hands
+    its connection to the main thread, and the start's jobs go out on it: one connection
+    for both, not a second one once the address is up."""
+    units = (FIRST, SECOND)
+    outcome = drive(box, "preflight-then-start", *units)
+    assert outcome["ok"], outcome
+    assert outcome["result"] == {"connections": 1}
+    for unit in units:
+        assert show(box, unit)["ActiveState"] == "active"
+
+
 _STATES = """
 import json, sys
 from hanode.system.dbus import Systemd

@@ -2,6 +2,7 @@
 
     python3 driver.py ACTION UNIT... [--timeout S] [--force]
     ACTION: start, stop, probe, check, plan-start, plan-stop, preflight (as a start's),
+            preflight-then-start (in a thread, then the start: the connections opened),
             bench (start and stop each unit 20 times through hanode.system.dbus; latencies)
 
 Output: {"ok": bool, "error": class name, "code": exit code, "message": ...,
@@ -63,6 +64,36 @@ def _bench(units: list[str], timeout: int, rounds: int = 20) -> dict[str, object
     }
 
 
+def _preflight_then_start(resource: Services, ctx: Context) -> dict[str, int]:
+    """The preflight in a thread of its own, then the start in the main thread, as the
+    engine runs them; how many connections to the bus they opened."""
+    import threading
+
+    opened: list[Systemd] = []
+    connect = Systemd.connect.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Systemd], *args: object, **kwargs: object) -> Systemd:
+        opened.append(connect(cls, *args, **kwargs))
+        return opened[-1]
+
+    Systemd.connect = classmethod(counting)  # type: ignore[assignment,method-assign]
+    failed: list[BaseException] = []
+
+    def preflight() -> None:
+        try:
+            resource.preflight(ctx)
+        except BaseException as err:
+            failed.append(err)
+
+    thread = threading.Thread(target=preflight)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    resource.start(ctx)
+    return {"connections": len(opened)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("action")
@@ -78,6 +109,8 @@ def main() -> int:
             resource.start(ctx)
         elif args.action == "preflight":
             resource.preflight(ctx)
+        elif args.action == "preflight-then-start":  # as a start runs them; connections counted
+            out["result"] = _preflight_then_start(resource, ctx)
         elif args.action == "stop":
             resource.stop(ctx)
         elif args.action == "probe":
