@@ -308,3 +308,16 @@ def test_a_missing_image_is_built_under_the_lock(
 
     monkeypatch.setattr(image, "_build", build)
     assert image.ensure("pacemaker") == (None, 1.5)
+
+
+def test_the_guests_cpus_are_one_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hanodelab import vm
+
+    monkeypatch.delenv(vm.CPUS_VARIABLE, raising=False)
+    assert vm.guest_cpus() == 1
+    monkeypatch.setenv(vm.CPUS_VARIABLE, "2")
+    assert vm.guest_cpus() == 2
+    for wrong in ("0", "5", "two", ""):
+        monkeypatch.setenv(vm.CPUS_VARIABLE, wrong)
+        with pytest.raises(ValueError, match="HANODE_LAB_CPUS"):
+            vm.guest_cpus()

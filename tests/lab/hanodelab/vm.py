@@ -17,6 +17,17 @@ from hanodelab.qga import Agent, AgentError, Monitor
 
 DATA_DISK_SIZE = "256M"
 MARKER = "hanode-lab"  # in every lab qemu's command line: down() kills only those
+# Virtual CPUs per guest: 1, the lab's measure (CI and the README's figures); a benchmark
+# may ask more (HANODE_LAB_CPUS=2 tests/lab/labctl up) to see a multi-core server's figures.
+CPUS_VARIABLE = "HANODE_LAB_CPUS"
+
+
+def guest_cpus() -> int:
+    """$HANODE_LAB_CPUS (1 to 4), else 1."""
+    text = os.environ.get(CPUS_VARIABLE, "1")
+    if not text.isdigit() or not 1 <= int(text) <= 4:
+        raise ValueError(f"{CPUS_VARIABLE}={text!r}: give 1 to 4 virtual CPUs")
+    return int(text)
 
 
 class Node:
@@ -118,7 +129,7 @@ class Node:
             "-m",
             str(image.memory),
             "-smp",
-            "1",
+            str(guest_cpus()),
             "-rtc",
             "base=utc,clock=host",
             "-kernel",
