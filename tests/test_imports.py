@@ -173,6 +173,23 @@ def test_a_start_and_a_stop_with_nothing_to_do_import_nothing_they_do_not_use(
         assert not {name for name in modules if name.split(".")[0] in unused}, done.stderr[-3000:]
 
 
+def _python_lines(code: str, *args: str) -> list[str]:
+    """What ``code`` prints, run with ``args`` in a fresh interpreter that imports this
+    tree's hanode (the journal left to the code)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HANODE_NO_JOURNAL", None)
+    done = subprocess.run(
+        [PYTHON, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()
+
+
 JOURNAL = textwrap.dedent(
     """
     import logging, sys, types
@@ -219,21 +236,11 @@ JOURNAL = textwrap.dedent(
 def test_the_journal_bindings_load_with_the_first_entry_only(
     tmp_path: Path, through: str, entry: str
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("HANODE_NO_JOURNAL", None)
-    done = subprocess.run(
-        [PYTHON, "-c", JOURNAL, str(tmp_path), through],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        timeout=60,
-    )
-    assert done.stdout.splitlines() == [
+    assert _python_lines(JOURNAL, str(tmp_path), through) == [
         "after setup: []",
         "after a debug line: []",
         f"received: {entry}",
-    ], done.stdout + done.stderr
+    ]
 
 
 COLLECTOR = textwrap.dedent(
@@ -303,16 +310,6 @@ def test_a_starts_first_probe_request_needs_none_of_the_heavy_modules(tmp_path: 
     config.write_text(
         '[drbd]\nresource = "r"\n\n[address]\nip = "192.0.2.10/24"\ninterface = "eth0"\n'
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [PYTHON, "-c", PEEK, str(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == (
+    assert _python_lines(PEEK, str(config))[-1] == (
         '{"wanted": "(\'eth0\', IPv4Address(\'192.0.2.10\'))", "loaded": []}'
     )
