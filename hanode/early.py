@@ -38,9 +38,6 @@ from hanode.errors import HanodeError
 if TYPE_CHECKING:
     from hanode.system.arp import DuplicateProbe
 
-# An Ethernet interface's hardware type (linux/if_arp.h), as hanode.system.arp has it: that
-# module is imported only by a start that probes (status loads this one, and sends no frame).
-ARPHRD_ETHER = 1
 # The longest a finished probe's verdict is adopted after its end, in seconds.
 FRESH = 1.0
 
@@ -106,8 +103,11 @@ class Probe:
 def link_mac(ifname: str) -> bytes | None:
     """The interface's Ethernet address, from a packet socket bound to it in this network
     namespace (its name as the kernel gives it back); None when it has none, or there is
-    no such interface."""
+    no such interface. Only a probe asks it, so hanode.system.arp (loaded by the probe
+    next) is imported here, not by status, which loads this module too."""
     import socket
+
+    from hanode.system import arp
 
     try:
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:  # receives nothing
@@ -115,7 +115,7 @@ def link_mac(ifname: str) -> bytes | None:
             _name, _proto, _type, hatype, mac = sock.getsockname()
     except (OSError, ValueError):  # ValueError: a name with a NUL byte
         return None
-    return mac if hatype == ARPHRD_ETHER and len(mac) == 6 else None
+    return mac if hatype == arp.ARPHRD_ETHER and len(mac) == 6 else None
 
 
 def begin(args: argparse.Namespace) -> None:
