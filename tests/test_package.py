@@ -481,10 +481,15 @@ WITH_PTS = (
 
 
 def in_chroot(
-    root: Path, *argv: str, network: bool = False, timeout: float = 120
+    root: Path,
+    *argv: str,
+    network: bool = False,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv inside root, in private mount and pid namespaces with their own /proc
-    and /dev/pts; without `network`, in an empty network namespace too (only lo, down)."""
+    and /dev/pts; without `network`, in an empty network namespace too (only lo, down).
+    ``env``: variables added to the clean environment."""
     isolate = ["--mount", "--pid", "--fork", "--kill-child", f"--mount-proc={root}/proc"]
     if not network:
         isolate.append("--net")
@@ -494,7 +499,7 @@ def in_chroot(
         text=True,
         timeout=timeout,
         check=False,
-        env=system_env(DEBIAN_FRONTEND="noninteractive"),
+        env=system_env(DEBIAN_FRONTEND="noninteractive", **(env or {})),
     )
 
 
@@ -610,6 +615,41 @@ def test_installed_hanode_shows_its_help(installed: Path) -> None:
     assert result.returncode == 0, result.stderr
     for verb in verb_parsers(build_parser()):
         assert verb in result.stdout
+
+
+@pytest.mark.root
+def test_installed_hanode_loads_only_the_packaged_modules(installed: Path) -> None:
+    """/usr/bin/hanode is the package's isolated script (debian/bin/hanode): a hanode
+    module on $PYTHONPATH or in /usr/local's site-packages is never the one that runs as
+    root."""
+    script = (installed / "usr/bin/hanode").read_text()
+    assert script.startswith("#!/usr/bin/python3 -IS\n"), script[:60]
+    version = in_chroot(
+        installed, "python3", "-c", "import sys; print(*sys.version_info[:2], sep='.')"
+    )
+    assert version.returncode == 0, version.stderr
+    planted = (
+        installed / "tmp/planted",
+        installed / f"usr/local/lib/python{version.stdout.strip()}/dist-packages",
+    )
+    try:
+        for place in planted:
+            fake = place / "hanode"
+            fake.mkdir(parents=True, exist_ok=True)
+            (fake / "__init__.py").write_text("print('PLANTED')\nraise SystemExit(99)\n")
+            (fake / "entry.py").write_text("print('PLANTED')\nraise SystemExit(99)\n")
+        result = in_chroot(installed, "hanode", "--version", env={"PYTHONPATH": "/tmp/planted"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith("hanode "), result.stdout
+        assert "PLANTED" not in result.stdout + result.stderr
+        # the same fakes do shadow a plain interpreter's import: the test plants what it means to
+        shadowed = in_chroot(
+            installed, "python3", "-c", "import hanode", env={"PYTHONPATH": "/tmp/planted"}
+        )
+        assert shadowed.returncode == 99 and "PLANTED" in shadowed.stdout, shadowed
+    finally:  # the root is shared with the other installed tests
+        for place in planted:
+            shutil.rmtree(place / "hanode", ignore_errors=True)
 
 
 @pytest.mark.root
